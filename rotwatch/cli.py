@@ -19,6 +19,10 @@ __all__ = ["main", "build_parser"]
 # commands that work are listed here.
 COMMAND_MODULES = (
     "emulators.cli",
+    "rotwatch.stack_cli",
+    "rotwatch.report_cli",
+    "rotwatch.model_cli",
+    "trainer.cli",
 )
 
 

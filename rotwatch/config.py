@@ -32,13 +32,18 @@ TOPICS = {
     "deadletter": "feedback-deadletter",
     "rot": "model-rot",
     "updates": "model-updates",
+    # where the trainer's subscription sends rot events it failed to handle
+    "rot-deadletter": "model-rot-deadletter",
 }
 # Subscription ids owned by each role. The gateway makes one per process for
 # model-updates (each replica must see every change), so it is not listed here.
 SUBSCRIPTIONS = {
     "pipeline": "feedback-pipeline",
     "trainer": "model-rot-trainer",
+    # Pub/Sub keeps a message only for subscriptions that exist when it is published:
+    # these hold dead letters until a person (or `rotwatch deadletter`) reads them.
     "deadletter": "feedback-deadletter-inspect",
+    "rot-deadletter": "model-rot-deadletter-inspect",
 }
 
 # Google's rule for project ids, which Beam also enforces (`test` is too short).

@@ -23,9 +23,11 @@ Property names (all kinds store times as aware UTC datetimes):
   was_correct (bool or None), label (or None), correct (bool: the verdict the pipeline
   counted), event_time, stored_at.
 * ``Model``: default_version, created_at, updated_at.
+* ``DefaultChange``: default_version, previous_version (None for the first default),
+  changed_by, reason, changed_at — the same fields as :class:`rotwatch.events.ModelUpdate`.
 * ``ModelVersion``: version, number (int), artifact_uri, sha256, estimator, params
   (unindexed JSON text), n_features, classes (list), baseline_accuracy, metrics
-  (unindexed JSON text), reference_stats (unindexed JSON text, see
+  (unindexed JSON text; ``holdout_accuracy`` among them), reference_stats (unindexed JSON text, see
   :func:`rotwatch.stats.reference_statistics`), train_start, train_end, train_rows,
   parent_version, created_at, created_by, status (``ready``).
 * ``WindowMetric``: model, version, window_start, window_end, n, correct, accuracy,

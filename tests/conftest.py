@@ -5,14 +5,13 @@ import os
 
 import pytest
 
-from emulators.local import LocalEmulators
-
 PROJECT = "local-project"
 
 
 @pytest.fixture(scope="session")
 def emulators():
     """Both emulators (Datastore in memory), with the *_EMULATOR_HOST variables set."""
+    from emulators.local import LocalEmulators
     with LocalEmulators(in_memory=True) as stack:
         saved = {k: os.environ.get(k) for k in stack.env}
         os.environ.update(stack.env)
