@@ -57,7 +57,7 @@ def start_command(args: argparse.Namespace) -> int:
                            in_memory=args.in_memory, project=args.project)
     try:
         stack.start()
-    except PortInUseError as exc:
+    except (PortInUseError, RuntimeError) as exc:  # port taken, or data dir in use
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stopping = threading.Event()

@@ -40,6 +40,7 @@ class Component:
     argv: Sequence[str]
     ready_marker: str | None = None  # a line fragment that says "I am serving"
     env: dict | None = None
+    ready_check: Callable[[], bool] | None = None  # or a probe, e.g. an HTTP health check
 
 
 class _Running:
@@ -90,10 +91,12 @@ class Supervisor:
         self._running.append(running)
         threading.Thread(target=self._pump, args=(running,), daemon=True,
                          name=f"pump-{spec.name}").start()
-        if spec.ready_marker is None:
+        if spec.ready_marker is None and spec.ready_check is None:
             return
         deadline = time.monotonic() + timeout
         while not running.ready.wait(0.2):
+            if spec.ready_check is not None and spec.ready_check():
+                break
             if proc.poll() is not None:
                 raise ComponentFailed(
                     f"{spec.name} exited with code {proc.returncode} before it was "
