@@ -23,13 +23,15 @@ Property names (all kinds store times as aware UTC datetimes):
   was_correct (bool or None), label (or None), correct (bool: the verdict the pipeline
   counted), event_time, stored_at.
 * ``Model``: default_version, created_at, updated_at.
-* ``DefaultChange``: default_version, previous_version (None for the first default),
-  changed_by, reason, changed_at — the same fields as :class:`rotwatch.events.ModelUpdate`.
+* ``DefaultChange``: version (the new default), previous_version (None for the first
+  default), changed_by, reason (unindexed), changed_at — as in
+  :class:`rotwatch.events.ModelUpdate`.
 * ``ModelVersion``: version, number (int), artifact_uri, sha256, estimator, params
   (unindexed JSON text), n_features, classes (list), baseline_accuracy, metrics
   (unindexed JSON text; ``holdout_accuracy`` among them), reference_stats (unindexed JSON text, see
   :func:`rotwatch.stats.reference_statistics`), train_start, train_end, train_rows,
-  parent_version, created_at, created_by, status (``ready``).
+  parent_version, created_at, created_by, status (``pending`` while its artifact is
+  written, then ``ready``; ``abandoned`` if the write failed — only ``ready`` loads).
 * ``WindowMetric``: model, version, window_start, window_end, n, correct, accuracy,
   lower, upper, drift (unindexed JSON text), pane (``early``/``on_time``/``late``),
   updated_at.
@@ -37,7 +39,9 @@ Property names (all kinds store times as aware UTC datetimes):
   :meth:`RotEvent.to_dict`), published_at.
 * ``TrainingJob``: model, version (the rotting one), state (``running``, ``promoted``,
   ``rejected``, ``insufficient-data``, ``failed``), lease_owner, lease_expires,
-  attempts, produced_version, candidate_accuracy, current_accuracy, rows, error,
+  attempts, produced_version, candidate_accuracy, current_accuracy, rows, error
+  (unindexed), rot_event (unindexed JSON of the event, so a sweep can retry without
+  the message), detail (unindexed JSON: exclusions, gate reason, step timings),
   created_at, updated_at.
 """
 from __future__ import annotations
