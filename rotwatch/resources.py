@@ -36,6 +36,11 @@ FEEDBACK_ACK_DEADLINE_S = 60
 # Keep dead letters for the longest retention Pub/Sub allows, 7 days.
 DEADLETTER_RETENTION_S = 7 * 24 * 3600
 
+# The DirectRunner acknowledges feedback before processing it; on restart the pipeline
+# seeks back to its checkpoint, which replays acknowledged messages only if they are
+# retained (pipelines/checkpoint.py).
+RETAIN_ACKED = frozenset({"pipeline"})
+
 # (subscription role, topic role, dead-letter topic role, max attempts, ack deadline)
 PLAN = (
     ("pipeline", "feedback", "deadletter", FEEDBACK_MAX_DELIVERY_ATTEMPTS,
@@ -69,9 +74,11 @@ def ensure_pubsub_resources(settings: Settings, publisher=None, subscriber=None)
             request["dead_letter_policy"] = {
                 "dead_letter_topic": settings.topic(dead_role),
                 "max_delivery_attempts": attempts}
-        else:
+        if not dead_role or sub_role in RETAIN_ACKED:
             request["message_retention_duration"] = duration_pb2.Duration(
                 seconds=DEADLETTER_RETENTION_S)
+        if sub_role in RETAIN_ACKED:
+            request["retain_acked_messages"] = True
         try:
             subscriber.create_subscription(request=request)
             created.append(request["name"])

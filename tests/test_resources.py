@@ -17,6 +17,7 @@ def test_setup_is_idempotent_and_wires_dead_letters(emulators):
     assert sub.topic == settings.topic("feedback")
     assert sub.dead_letter_policy.dead_letter_topic == settings.topic("deadletter")
     assert sub.dead_letter_policy.max_delivery_attempts == 10
+    assert sub.retain_acked_messages  # the restart seek replays acknowledged feedback
     trainer = subscriber.get_subscription(subscription=settings.subscription("trainer"))
     assert trainer.dead_letter_policy.dead_letter_topic == settings.topic("rot-deadletter")
     inspect = subscriber.get_subscription(subscription=settings.subscription("deadletter"))
