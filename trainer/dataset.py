@@ -8,8 +8,8 @@ share of older rows, deduplicated by event id, ordered by event time, and labell
 (``ReadFromDatastore``) and hands them to the same :func:`build_dataset`.
 
 Against real Datastore these queries need composite indexes on ``Feedback``
-(``model``, ``event_time`` ascending and descending), listed in ``trainer/index.yaml``:
-``gcloud datastore indexes create trainer/index.yaml``.
+(``model``, ``event_time`` ascending and descending), listed in the top-level ``index.yaml``:
+``gcloud datastore indexes create index.yaml``.
 """
 from __future__ import annotations
 
