@@ -16,33 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emulators.grpcserver import free_port  # noqa: E402
+from bench._emulators import start_emulators  # noqa: E402
+
 
 PROJECT = "local-project"
 
 
-def start_emulators():
-    ps, ds = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators", "start", "--in-memory",
-         "--pubsub-port", str(ps), "--datastore-port", str(ds)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Ctrl-C" in line:
-            break
-    else:
-        raise SystemExit("emulators did not start")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    os.environ.update({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps}",
-                       "DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}"})
-    return proc
 
 
 def bench_pubsub(n: int) -> dict:

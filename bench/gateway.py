@@ -30,10 +30,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._emulators import start_emulators  # noqa: E402
 
 from emulators.grpcserver import free_port  # noqa: E402
 
@@ -46,22 +47,6 @@ RATE_SHARE_TARGET = 0.5
 WARMUP_REQUESTS = 500
 
 
-def start_emulators() -> subprocess.Popen:
-    ps, ds = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators", "start", "--in-memory",
-         "--pubsub-port", str(ps), "--datastore-port", str(ds)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Ctrl-C" in line:
-            break
-    else:
-        raise SystemExit("emulators did not start")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    os.environ.update({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps}",
-                       "DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}",
-                       "ROTWATCH_PROJECT": PROJECT})
-    return proc
 
 
 def register_model(model_root: str):

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emulators.grpcserver import free_port  # noqa: E402
+from bench._emulators import start_emulators  # noqa: E402
+
 
 PROJECT = "local-project"
 # Population B is drawn once at the largest size and sliced: make_classification's
@@ -39,22 +39,6 @@ TARGET_10K_S = 30.0
 T0 = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.timezone.utc)
 
 
-def start_emulators() -> subprocess.Popen:
-    ps, ds = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators", "start", "--in-memory",
-         "--pubsub-port", str(ps), "--datastore-port", str(ds)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Ctrl-C" in line:
-            break
-    else:
-        raise SystemExit("emulators did not start")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    os.environ.update({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps}",
-                       "DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}",
-                       "GOOGLE_CLOUD_PROJECT": PROJECT})
-    return proc
 
 
 def deploy_v1(registry, model: str):

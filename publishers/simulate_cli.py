@@ -74,7 +74,7 @@ def print_summary(summary, out=None) -> None:
         f"  errors              {data['errors']}",
         f"  feedback sent       {data['feedback_sent']} of {data['feedback_planned']} "
         f"planned ({data['noisy_feedback']} wrong on purpose)",
-        f"  versions answering  " + ", ".join(
+        "  versions answering  " + ", ".join(
             f"{v}: {n} (from event {data['first_event_by_version'][v]})"
             for v, n in sorted(data["versions"].items())),
         "  accuracy            " + ", ".join(

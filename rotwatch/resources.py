@@ -19,7 +19,7 @@ import logging
 
 from google.api_core import exceptions as gexc
 
-from rotwatch.config import SUBSCRIPTIONS, TOPICS, Settings
+from rotwatch.config import TOPICS, Settings
 
 __all__ = ["ensure_pubsub_resources", "PLAN"]
 
