@@ -91,14 +91,17 @@ def components(config: StackConfig) -> list[Component]:
                                 "--datastore-port", str(config.datastore_port),
                                 "--data-dir", config.data_dir,
                                 "--project", config.project],
-                  ready_marker="Ctrl-C"),
+                  ready_marker="Ctrl-C", infrastructure=True),
         Component("gateway", [*cli, "gateway", "run", "--host", config.host,
                               "--port", str(config.gateway_port), *config.gateway_args],
                   ready_check=lambda: _http_ok(f"{config.gateway_url}/healthz")),
         Component("pipeline", [*cli, "pipeline", "run", *config.pipeline_args],
-                  ready_marker="pipeline running"),
+                  # pipelines.feedback_pipeline logs "pipeline starting runner=..." after
+                  # its preflight (subscription and topics exist), just before p.run()
+                  ready_marker="pipeline starting"),
         Component("trainer", [*cli, "trainer", "run", *config.trainer_args],
-                  ready_marker="trainer listening"),
+                  # trainer.service logs "step=start ... outcome=listening" once subscribed
+                  ready_marker="outcome=listening"),
     ]
 
 

@@ -41,6 +41,9 @@ class Component:
     ready_marker: str | None = None  # a line fragment that says "I am serving"
     env: dict | None = None
     ready_check: Callable[[], bool] | None = None  # or a probe, e.g. an HTTP health check
+    # Infrastructure (the emulators) stops last, after the services that talk to it
+    # have finished their own shutdown (deleting subscriptions, recording jobs).
+    infrastructure: bool = False
 
 
 class _Running:
@@ -123,7 +126,14 @@ class Supervisor:
         return None
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        for running in reversed(self._running):
+        services = [r for r in self._running if not r.spec.infrastructure]
+        infrastructure = [r for r in self._running if r.spec.infrastructure]
+        self._stop_group(services, grace)
+        self._stop_group(infrastructure, grace)
+        self._running.clear()
+
+    def _stop_group(self, group: list, grace: float) -> None:
+        for running in reversed(group):
             proc = running.proc
             if proc.poll() is None:
                 try:
@@ -131,7 +141,7 @@ class Supervisor:
                 except ProcessLookupError:
                     continue
         deadline = time.monotonic() + grace
-        for running in reversed(self._running):
+        for running in reversed(group):
             proc = running.proc
             remaining = max(0.1, deadline - time.monotonic())
             try:
@@ -143,4 +153,3 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
                 proc.wait(5)
-        self._running.clear()

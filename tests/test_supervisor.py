@@ -60,3 +60,25 @@ def test_a_component_ignoring_sigterm_is_killed_after_the_grace():
     proc = sup._running[0].proc
     sup.stop(grace=1)
     assert proc.returncode == -9
+
+
+def test_infrastructure_stops_after_the_services():
+    """Services shut down while the emulators still answer; then the emulators stop."""
+    import os
+    import tempfile
+    log = os.path.join(tempfile.mkdtemp(), "order.log")
+    record = ("import signal, sys, time\n"
+              "def bye(*_):\n"
+              "    time.sleep({delay})\n"
+              "    open({log!r}, 'a').write('{name}\\n')\n"
+              "    sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye)\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")
+    sup = Supervisor(out=io.StringIO())
+    sup.start(Component("infra", [PY, "-c", record.format(delay=0, log=log, name="infra")],
+                        ready_marker="ready", infrastructure=True))
+    sup.start(Component("svc", [PY, "-c", record.format(delay=0.5, log=log, name="svc")],
+                        ready_marker="ready"))
+    sup.stop(grace=5)
+    assert open(log).read().split() == ["svc", "infra"]

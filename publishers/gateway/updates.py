@@ -131,7 +131,9 @@ class ModelUpdateListener:
         except Exception as exc:  # a cancelled stream ends with an error by design
             _LOGGER.debug("streaming pull ended: %r", exc)
         try:
-            self.subscriber.delete_subscription(request={"subscription": self.subscription})
+            # bounded: at shutdown Pub/Sub (or the emulator) may already be gone
+            self.subscriber.delete_subscription(request={"subscription": self.subscription},
+                                                timeout=STOP_TIMEOUT_S)
             _LOGGER.info("step=stop-updates subscription=%s outcome=deleted",
                          self.subscription)
         except gexc.NotFound:
