@@ -22,7 +22,12 @@ COMMAND_MODULES = (
     "rotwatch.stack_cli",
     "rotwatch.report_cli",
     "rotwatch.model_cli",
+    "pipelines.cli",
     "trainer.cli",
+    "publishers.gateway_cli",
+    "publishers.publish_cli",
+    "publishers.simulate_cli",
+    "rotwatch.demo_cli",
 )
 
 

@@ -1,0 +1,312 @@
+"""Events/s through the whole streaming pipeline on the local runner, against the raw
+emulator publish+pull rate measured in the same run, and its memory over a run.
+
+The emulators run in their own process and so does the pipeline (as ``rotwatch up``
+runs them). Three phases:
+
+1. raw: publish ``--messages`` feedback messages with the official client and pull
+   them back 500 at a time with acks (no pipeline): the ceiling on this machine.
+2. throughput: with the pipeline running (bundle-based DirectRunner, PullBacklog on),
+   publish ``--messages`` events as fast as the client goes and time until every one
+   is a stored ``Feedback`` entity; also with ``--local_pull_batch 0`` (Beam's own
+   10-message read only) when ``--compare-beam-read`` is given.
+3. memory: publish at ``--load`` x the measured throughput for ``--duration`` seconds,
+   sampling the pipeline's resident memory every second; then check that everything
+   published was stored.
+
+    .venv/bin/python bench/pipeline_throughput.py [--messages 20000] [--duration 60] \\
+        [--compare-beam-read] [--json FILE]
+    .venv/bin/python bench/pipeline_throughput.py --duration 600   # the 10-minute run
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from emulators.grpcserver import free_port  # noqa: E402
+
+PROJECT = "local-project"
+PULL_BATCH = 500   # what a fast consumer asks per Pull (Pub/Sub allows 1000)
+STORE_TIMEOUT_S = 600
+
+
+def start_emulators():
+    ps, ds = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulators", "start", "--in-memory",
+         "--pubsub-port", str(ps), "--datastore-port", str(ds)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "Ctrl-C" in line:
+            break
+    else:
+        raise SystemExit("emulators did not start")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    os.environ.update({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ps}",
+                       "DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}",
+                       "GOOGLE_CLOUD_PROJECT": PROJECT})
+    return proc
+
+
+def make_events(n: int, rng):
+    from rotwatch.events import FeedbackEvent
+    return [FeedbackEvent.create(model="zombies", version="v1",
+                                 features=rng.normal(size=4).round(4).tolist(),
+                                 prediction=1, was_correct=bool(rng.random() < 0.9))
+            for _ in range(n)]
+
+
+def publish(publisher, topic, events) -> float:
+    started = time.monotonic()
+    futures = [publisher.publish(topic, e.to_json(), **e.attributes()) for e in events]
+    for future in futures:
+        future.result(timeout=120)
+    return time.monotonic() - started
+
+
+def bench_raw(publisher, subscriber, topic, subscription, events) -> dict:
+    publish_s = publish(publisher, topic, events)
+    started, got = time.monotonic(), 0
+    while got < len(events):
+        response = subscriber.pull(subscription=subscription, max_messages=PULL_BATCH,
+                                   timeout=30)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=subscription, ack_ids=[
+                m.ack_id for m in response.received_messages])
+            got += len(response.received_messages)
+    pull_s = time.monotonic() - started
+    return {"messages": len(events), "publish_per_s": len(events) / publish_s,
+            "pull_per_s": len(events) / pull_s,
+            "publish_pull_per_s": len(events) / (publish_s + pull_s)}
+
+
+def stored_count(ds) -> int:
+    from rotwatch import kinds
+    query = ds.aggregation_query(ds.query(kind=kinds.FEEDBACK)).count(alias="n")
+    return next(iter(query.fetch()))[0].value
+
+
+class Pipeline:
+    """The streaming pipeline as its own process; RSS sampled with psutil."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.feedback_pipeline", *argv],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.lines = []
+        self.running = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.running.wait(120):
+            self.stop()
+            raise SystemExit("pipeline did not start:\n" + "".join(self.lines[-30:]))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "pipeline running" in line:
+                self.running.set()
+
+    def cpu_s(self) -> float:
+        import psutil
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
+
+    def rss_mib(self) -> float:
+        import psutil
+        proc = psutil.Process(self.proc.pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]
+                   ) / 2 ** 20
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def wait_stored(ds, expected: int, timeout=STORE_TIMEOUT_S, every=0.25) -> float:
+    """When ``expected`` Feedback entities are stored (polled every ``every`` s: a
+    count query costs the emulator a scan, so not much more often)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if stored_count(ds) >= expected:
+            return time.monotonic()
+        time.sleep(every)
+    raise SystemExit(f"only {stored_count(ds)} of {expected} events stored in {timeout} s")
+
+
+def pipeline_argv(subscription, deadletter, rot, namespace, extra=()):
+    return [f"--project={PROJECT}", f"--feedback_subscription={subscription}",
+            f"--deadletter_topic={deadletter}", f"--rot_topic={rot}",
+            f"--datastore_namespace={namespace}", "--window_size_s=10",
+            "--window_period_s=5", "--allowed_lateness_s=120", "--late_firing_s=2",
+            "--min_n=50", *extra]
+
+
+def cpu_s(proc) -> float:
+    import psutil
+    times = psutil.Process(proc.pid).cpu_times()
+    return times.user + times.system
+
+
+def run_pipeline_phase(ds, publisher, topic, argv, events, emulators) -> dict:
+    pipeline = Pipeline(argv)
+    try:
+        before = stored_count(ds)
+        cpu0, emu0 = pipeline.cpu_s(), cpu_s(emulators)
+        started = time.monotonic()
+        publish_s = publish(publisher, topic, events)
+        done = wait_stored(ds, before + len(events))
+        wall = done - started
+        return {"messages": len(events), "publish_s": round(publish_s, 2),
+                "events_per_s": len(events) / wall,
+                # CPU seconds per wall second: 1.0 = one core busy all along
+                "pipeline_cores": round((pipeline.cpu_s() - cpu0) / wall, 2),
+                "emulator_cores": round((cpu_s(emulators) - emu0) / wall, 2),
+                "pipeline_cpu_us_per_event": round((pipeline.cpu_s() - cpu0)
+                                                   / len(events) * 1e6),
+                "rss_mib": round(pipeline.rss_mib(), 1)}
+    finally:
+        pipeline.stop()
+
+
+def run_memory_phase(ds, publisher, topic, argv, rate: float, duration: float, rng):
+    from rotwatch.events import FeedbackEvent
+    pipeline = Pipeline(argv)
+    samples, published = [], 0
+    try:
+        before = stored_count(ds)
+        started = time.monotonic()
+        next_sample = started
+        futures = []
+        while time.monotonic() - started < duration:
+            second = time.monotonic()
+            batch = [FeedbackEvent.create(model="zombies", version="v1",
+                                          features=rng.normal(size=4).round(4).tolist(),
+                                          prediction=1, was_correct=True)
+                     for _ in range(int(rate))]
+            futures.extend(publisher.publish(topic, e.to_json(), **e.attributes())
+                           for e in batch)
+            published += len(batch)
+            if second >= next_sample:
+                samples.append((round(second - started, 1), round(pipeline.rss_mib(), 1)))
+                next_sample += 1.0
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
+        for future in futures:
+            future.result(timeout=120)
+        wait_stored(ds, before + published, every=1.0)
+        caught_up_s = time.monotonic() - started - duration
+    finally:
+        pipeline.stop()
+    rss = [m for _, m in samples]
+    warm = rss[len(rss) // 5:] or rss
+    half = len(warm) // 2
+    return {"duration_s": duration, "rate_per_s": rate, "published": published,
+            "all_stored": True, "caught_up_after_s": round(caught_up_s, 1),
+            "rss_mib_first": rss[0], "rss_mib_max": max(rss), "rss_mib_last": rss[-1],
+            # growth between the first and second half of the run after warm-up
+            "rss_mib_growth_second_half": round(
+                (sum(warm[half:]) / max(1, len(warm[half:])))
+                - (sum(warm[:half]) / max(1, half)), 1) if half else 0.0,
+            "samples": samples}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20000,
+                        help="messages for the raw and throughput phases")
+    parser.add_argument("--duration", type=float, default=60,
+                        help="seconds of steady load for the memory phase (600 = 10 min)")
+    parser.add_argument("--load", type=float, default=0.5,
+                        help="memory phase rate as a fraction of measured throughput")
+    parser.add_argument("--compare-beam-read", action="store_true",
+                        help="also time the pipeline with Beam's 10-message read only")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    from google.cloud import datastore, pubsub_v1
+
+    from rotwatch import kinds, stats
+    emulators = start_emulators()
+    results = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    try:
+        rng = np.random.default_rng(0)
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        rid = uuid.uuid4().hex[:6]
+        topic = publisher.create_topic(
+            name=f"projects/{PROJECT}/topics/feedback-{rid}").name
+        subscription = subscriber.create_subscription(request={
+            "name": f"projects/{PROJECT}/subscriptions/feedback-{rid}", "topic": topic,
+            "ack_deadline_seconds": 60}).name
+        raw_topic = publisher.create_topic(name=f"projects/{PROJECT}/topics/raw-{rid}").name
+        raw_sub = subscriber.create_subscription(request={
+            "name": f"projects/{PROJECT}/subscriptions/raw-{rid}", "topic": raw_topic,
+            "ack_deadline_seconds": 60}).name
+        deadletter = publisher.create_topic(name=f"projects/{PROJECT}/topics/dl-{rid}").name
+        rot = publisher.create_topic(name=f"projects/{PROJECT}/topics/rot-{rid}").name
+        namespace = f"bench-{rid}"
+        ds = datastore.Client(project=PROJECT, namespace=namespace)
+        version = datastore.Entity(
+            ds.key(kinds.MODEL, "zombies", kinds.MODEL_VERSION, "v1"),
+            exclude_from_indexes=("reference_stats",))
+        version.update({"version": "v1", "number": 1, "n_features": 4, "status": "ready",
+                        "baseline_accuracy": 0.9, "reference_stats": json.dumps(
+                            stats.reference_statistics(rng.normal(size=(2000, 4))))})
+        ds.put(version)
+
+        events = make_events(args.messages, rng)
+        results["raw"] = bench_raw(publisher, subscriber, raw_topic, raw_sub, events)
+        print(f"raw emulator: publish {results['raw']['publish_per_s']:,.0f}/s, pull "
+              f"{results['raw']['pull_per_s']:,.0f}/s, publish+pull "
+              f"{results['raw']['publish_pull_per_s']:,.0f}/s", flush=True)
+
+        argv = pipeline_argv(subscription, deadletter, rot, namespace)
+        results["pipeline"] = run_pipeline_phase(ds, publisher, topic, argv,
+                                                 make_events(args.messages, rng), emulators)
+        ratio = results["pipeline"]["events_per_s"] / results["raw"]["publish_pull_per_s"]
+        results["pipeline"]["fraction_of_raw"] = round(ratio, 3)
+        p_ = results["pipeline"]
+        print(f"pipeline (PullBacklog): {p_['events_per_s']:,.0f} events/s stored = "
+              f"{ratio:.0%} of raw publish+pull; pipeline {p_['pipeline_cores']} cores "
+              f"({p_['pipeline_cpu_us_per_event']} us CPU/event), emulators "
+              f"{p_['emulator_cores']} cores", flush=True)
+        if args.compare_beam_read:
+            beam_only = run_pipeline_phase(
+                ds, publisher, topic, pipeline_argv(subscription, deadletter, rot,
+                                                    namespace, ["--local_pull_batch=0"]),
+                make_events(min(args.messages, 2000), rng), emulators)
+            results["pipeline_beam_read_only"] = beam_only
+            print(f"pipeline (Beam's 10-message read only): "
+                  f"{beam_only['events_per_s']:,.0f} events/s", flush=True)
+
+        rate = max(10.0, round(results["pipeline"]["events_per_s"] * args.load))
+        results["memory"] = run_memory_phase(ds, publisher, topic, argv, rate,
+                                             args.duration, rng)
+        m = results["memory"]
+        print(f"memory over {args.duration:.0f} s at {rate:.0f} events/s: RSS first "
+              f"{m['rss_mib_first']} MiB, max {m['rss_mib_max']} MiB, last "
+              f"{m['rss_mib_last']} MiB, growth 2nd half {m['rss_mib_growth_second_half']}"
+              f" MiB; all {m['published']} stored", flush=True)
+    finally:
+        emulators.terminate()
+        emulators.wait(10)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

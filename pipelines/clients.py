@@ -1,0 +1,52 @@
+"""Process-wide Google Cloud clients for the pipeline's DoFns.
+
+A DoFn makes its clients in ``setup()``, never at import; but Beam's bundle-based
+DirectRunner unpickles a fresh DoFn and calls ``setup()``/``teardown()`` for *every
+bundle*, so a client per ``setup()`` would open a gRPC channel per bundle. These
+helpers hand out one client per process and configuration (Beam's Datastore IO does
+the same with a cached ``get_client``). They are keyed by the process id as well: a
+gRPC client must not cross a ``fork``.
+
+With ``PUBSUB_EMULATOR_HOST`` / ``DATASTORE_EMULATOR_HOST`` set the official clients
+go to the emulators with anonymous credentials by themselves.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+__all__ = ["datastore_client", "publisher_client", "subscriber_client"]
+
+_LOGGER = logging.getLogger(__name__)
+_LOCK = threading.Lock()
+_CLIENTS: dict = {}
+
+
+def _shared(kind: str, key: tuple, make):
+    full_key = (kind, os.getpid()) + key
+    with _LOCK:
+        client = _CLIENTS.get(full_key)
+        if client is None:
+            client = _CLIENTS[full_key] = make()
+            _LOGGER.debug("client created kind=%s key=%s", kind, key)
+        return client
+
+
+def datastore_client(project: str, namespace: str | None = None):
+    from google.cloud import datastore
+    return _shared("datastore", (project, namespace,
+                                 os.environ.get("DATASTORE_EMULATOR_HOST")),
+                   lambda: datastore.Client(project=project, namespace=namespace))
+
+
+def publisher_client():
+    from google.cloud import pubsub_v1
+    return _shared("publisher", (os.environ.get("PUBSUB_EMULATOR_HOST"),),
+                   pubsub_v1.PublisherClient)
+
+
+def subscriber_client():
+    from google.cloud import pubsub_v1
+    return _shared("subscriber", (os.environ.get("PUBSUB_EMULATOR_HOST"),),
+                   pubsub_v1.SubscriberClient)
