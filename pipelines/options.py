@@ -89,6 +89,16 @@ class RotwatchOptions(PipelineOptions):
         g.add_argument("--detector_warmup", type=int, default=None,
                        help="events before the sequential detector may fire "
                             "(default: the detector's own)")
+        g.add_argument("--detector_delta", type=float, default=None,
+                       help="rise of the error rate the sequential detector is tuned to "
+                            "(default: the detector's own, 0.1)")
+        g.add_argument("--detector_threshold", type=float, default=None,
+                       help="alarm level of the detector's log-likelihood sum; lower is "
+                            "faster and noisier (default: the detector's own, 8.0)")
+        g.add_argument("--detector_min_error", type=float, default=None,
+                       help="smallest baseline error the detector tests against, e.g. "
+                            "0.05 when holdouts are ~60 rows (default: the detector's "
+                            "own floor, 0.01)")
         g.add_argument("--cooldown_s", type=int, default=3600,
                        help="event-time seconds a version/kind stays silent after a "
                             "rot event (default 3600)")
@@ -140,6 +150,9 @@ class PipelineConfig:
     drift_consecutive: int = 2
     drift_sample: int = 1000
     detector_warmup: int | None = None
+    detector_delta: float | None = None
+    detector_threshold: float | None = None
+    detector_min_error: float | None = None
     cooldown_s: int = 3600
     registry_ttl_s: float = 60.0
     dedupe_ttl_s: int | None = None  # None: window_size_s + allowed_lateness_s
@@ -185,6 +198,12 @@ class PipelineConfig:
         need(self.drift_sample >= self.drift_min_n >= 1,
              f"drift_sample={self.drift_sample} must be >= drift_min_n={self.drift_min_n}"
              " >= 1: the sample is what the drift test sees")
+        need(self.detector_delta is None or 0 < self.detector_delta < 1,
+             f"detector_delta={self.detector_delta} must be in (0, 1), e.g. 0.1")
+        need(self.detector_threshold is None or self.detector_threshold > 0,
+             f"detector_threshold={self.detector_threshold} must be > 0, e.g. 8.0")
+        need(self.detector_min_error is None or 0 <= self.detector_min_error < 1,
+             f"detector_min_error={self.detector_min_error} must be in [0, 1), e.g. 0.05")
         need(self.cooldown_s >= 0, f"cooldown_s={self.cooldown_s} must be >= 0")
         need(self.registry_ttl_s > 0, f"registry_ttl_s={self.registry_ttl_s} must be > 0")
         if self.dedupe_ttl_s is None:
@@ -225,6 +244,8 @@ def config_from_options(options: PipelineOptions, settings: Settings | None = No
         consecutive=o.consecutive, z=o.z, drift_threshold=o.drift_threshold,
         drift_min_n=o.drift_min_n, drift_consecutive=o.drift_consecutive,
         drift_sample=o.drift_sample, detector_warmup=o.detector_warmup,
+        detector_delta=o.detector_delta, detector_threshold=o.detector_threshold,
+        detector_min_error=o.detector_min_error,
         cooldown_s=o.cooldown_s, registry_ttl_s=o.registry_ttl_s,
         dedupe_ttl_s=o.dedupe_ttl_s, max_future_s=o.max_future_s,
         checkpoint_interval_s=o.checkpoint_interval_s,

@@ -63,6 +63,9 @@ class RuleSettings:
     drift_consecutive: int = 2
     cooldown_s: int = 3600
     detector_warmup: int | None = None
+    detector_delta: float | None = None       # None: the detector's own default
+    detector_threshold: float | None = None
+    detector_min_error: float | None = None   # floor of the baseline error it tests
 
     @classmethod
     def from_config(cls, config) -> "RuleSettings":
@@ -186,13 +189,19 @@ class WindowRules:
                     f"windows; newest window tested {latest.drift_rows} rows"))
 
 
-def _make_detector(baseline_accuracy: float | None, warmup: int | None):
+def _make_detector(baseline_accuracy: float | None, warmup: int | None,
+                   delta: float | None = None, threshold: float | None = None,
+                   min_error: float | None = None):
     from pipelines.detector import ErrorRateDetector
     kwargs = {}
     if baseline_accuracy is not None:
-        kwargs["baseline_error"] = 1.0 - baseline_accuracy
-    if warmup is not None:
-        kwargs["warmup"] = warmup
+        # A small holdout cannot show an error below ~3/rows (a perfect 60-row holdout
+        # says "under 5%"): min_error keeps such a baseline from making every error
+        # look like a rise.
+        kwargs["baseline_error"] = max(1.0 - baseline_accuracy, min_error or 0.0)
+    for name, value in (("warmup", warmup), ("delta", delta), ("threshold", threshold)):
+        if value is not None:
+            kwargs[name] = value
     return ErrorRateDetector(**kwargs)
 
 
@@ -203,8 +212,11 @@ class ErrorMonitor:
     the event time and error of the last :data:`CHANGE_POINT_HISTORY` of them.
     """
 
-    def __init__(self, baseline_accuracy: float | None = None, warmup: int | None = None):
-        self.detector = _make_detector(baseline_accuracy, warmup)
+    def __init__(self, baseline_accuracy: float | None = None, warmup: int | None = None,
+                 delta: float | None = None, threshold: float | None = None,
+                 min_error: float | None = None):
+        self.detector = _make_detector(baseline_accuracy, warmup, delta, threshold,
+                                       min_error)
         self.baseline_accuracy = baseline_accuracy
         self.updates = 0
         self.times = array.array("q", bytes(8 * CHANGE_POINT_HISTORY))
@@ -306,7 +318,9 @@ class DetectErrorRateChange(beam.DoFn):
         if monitor is None:
             info = self._catalog.get(model, version)
             monitor = ErrorMonitor(getattr(info, "baseline_accuracy", None),
-                                   self._rules.detector_warmup)
+                                   self._rules.detector_warmup, self._rules.detector_delta,
+                                   self._rules.detector_threshold,
+                                   self._rules.detector_min_error)
         for event in events:
             rot = monitor.observe(model, version, event.correct, event.event_time,
                                   self._rules)

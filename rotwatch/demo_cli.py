@@ -55,6 +55,12 @@ def register(subparsers) -> None:
     tuning.add_argument("--tolerance", type=float, default=d.tolerance,
                         help="accuracy below a version's baseline still accepted "
                              f"(default {d.tolerance:g})")
+    tuning.add_argument("--detector-threshold", type=float, default=d.detector_threshold,
+                        help="alarm level of the error-rate detector "
+                             f"(default {d.detector_threshold:g})")
+    tuning.add_argument("--detector-min-error", type=float, default=d.detector_min_error,
+                        help="smallest baseline error the detector tests against "
+                             f"(default {d.detector_min_error:g})")
     tuning.add_argument("--min-rows", type=int, default=d.min_rows,
                         help=f"feedback rows the trainer needs (default {d.min_rows})")
     tuning.add_argument("--margin", type=float, default=d.margin,
@@ -74,7 +80,10 @@ def demo_command(args: argparse.Namespace) -> int:
                             out_dir=args.out, rate=args.rate, width=args.width,
                             window_size_s=args.window, window_period_s=args.period,
                             min_n=args.min_n, consecutive=args.consecutive,
-                            tolerance=args.tolerance, min_rows=args.min_rows,
+                            tolerance=args.tolerance,
+                            detector_threshold=args.detector_threshold,
+                            detector_min_error=args.detector_min_error,
+                            min_rows=args.min_rows,
                             margin=args.margin)
     except ValueError as exc:
         print(f"rotwatch demo: {exc}", file=sys.stderr)

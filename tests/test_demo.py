@@ -166,6 +166,7 @@ def test_summary_table_shows_the_story_and_the_targets():
     ({"window_size_s": 3, "window_period_s": 2}, "multiple of window_period_s=2"),
     ({"min_rows": 10}, "min_rows=10 must be >= 40"),
     ({"tolerance": 1.0}, "tolerance=1.0"),
+    ({"detector_threshold": 0}, "detector_threshold=0"),
 ])
 def test_config_rejects_bad_values_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -181,7 +182,8 @@ def test_demo_flags_are_flags_the_pipeline_and_trainer_accept():
     config = DemoConfig()
     pipeline = config_from_options(make_options(list(config.pipeline_args())))
     assert (pipeline.window_size_s, pipeline.window_period_s, pipeline.min_n,
-            pipeline.consecutive, pipeline.tolerance) == (2, 1, 20, 1, 0.08)
+            pipeline.consecutive, pipeline.tolerance) == (2, 1, 15, 1, 0.10)
+    assert (pipeline.detector_threshold, pipeline.detector_min_error) == (4.5, 0.10)
     args = build_parser().parse_args(["trainer", "run", *config.trainer_args()])
     assert (args.min_rows, args.margin, args.sweep_interval,
             args.retry_insufficient) == (300, 0.02, 1.0, 1.0)
@@ -299,3 +301,19 @@ def test_environment_sets_drops_and_restores(monkeypatch):
         assert "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ
     assert os.environ["GOOGLE_APPLICATION_CREDENTIALS"] == "/keys/user.json"
     assert "DATASTORE_EMULATOR_HOST" not in os.environ
+
+
+def test_demo_detector_settings_reach_the_pipelines_detector():
+    """The demo's detector flags build the detector the pipeline runs per version."""
+    from pipelines.rot import ErrorMonitor, RuleSettings
+
+    config = DemoConfig()
+    rules = RuleSettings(detector_threshold=config.detector_threshold,
+                         detector_min_error=config.detector_min_error)
+    perfect = ErrorMonitor(1.0, None, rules.detector_delta, rules.detector_threshold,
+                           rules.detector_min_error).detector
+    assert (perfect.baseline_error, perfect.threshold, perfect.delta) == (0.10, 4.5, 0.1)
+    v1 = ErrorMonitor(0.85, None, None, 4.5, 0.10).detector
+    assert v1.baseline_error == pytest.approx(0.15)      # a floor, not a replacement
+    plain = ErrorMonitor(1.0).detector                    # no options: as before
+    assert (plain.baseline_error, plain.threshold) == (0.0, 8.0)
