@@ -278,6 +278,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def set_default_command(args: argparse.Namespace) -> int:
+    from rotwatch.artifacts import ArtifactError
     from rotwatch.registry import RegistryError, UpdateNotPublished
 
     registry = _registry(args, publish=not args.no_publish)
@@ -287,7 +288,7 @@ def set_default_command(args: argparse.Namespace) -> int:
     except UpdateNotPublished as exc:
         print(f"warning: {exc}")
         return 1
-    except (RegistryError, ValueError) as exc:
+    except (RegistryError, ArtifactError, ValueError) as exc:
         raise SystemExit(f"rotwatch model set-default: {exc}")
     if update is None:
         print(f"{args.model} default already is {args.version}; nothing changed")

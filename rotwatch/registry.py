@@ -441,7 +441,9 @@ class Registry:
         made only if the default is still that version (else :class:`DefaultChanged`):
         the trainer promotes over the version it evaluated, never over a rollback
         a person made meanwhile. Raises :class:`UpdateNotPublished` if the change was
-        recorded but ``model-updates`` could not be told.
+        recorded but ``model-updates`` could not be told, and
+        :class:`~rotwatch.artifacts.ArtifactIntegrityError` (nothing changed) if the
+        version's artifact no longer matches its recorded sha256.
         """
         from google.cloud import datastore
 
@@ -449,6 +451,11 @@ class Registry:
         validate_version(version)
         model_key = self._model_key(model)
         version_key = self._version_key(model, version)
+        # Never point the default at a file that is not the one registered: verify its
+        # bytes (no unpickling) first; ArtifactIntegrityError leaves the default as it is.
+        candidate = self.client.get(version_key)
+        if candidate is not None and candidate.get("artifact_uri"):
+            artifacts.read_artifact(candidate["artifact_uri"], candidate.get("sha256"))
 
         def change() -> ModelUpdate | None:
             entity = self.client.get(model_key)

@@ -37,7 +37,7 @@ import time
 import uuid
 from typing import Callable
 
-from rotwatch.artifacts import ArtifactError
+from rotwatch.artifacts import ArtifactError, read_artifact
 from rotwatch.config import Settings
 from rotwatch.estimators import DEFAULT_ESTIMATOR, ESTIMATORS, holdout_metrics
 from rotwatch.events import InvalidEvent, RotEvent
@@ -291,7 +291,7 @@ class TrainerService:
         t0 = time.monotonic()
         created_by = f"rot:{rot.rot_id}"
         existing = [v for v in self.registry.find_versions(rot.model, created_by)
-                    if v.status == STATUS_READY]
+                    if v.status == STATUS_READY and self._artifact_intact(rot, v)]
         if existing:  # a previous attempt registered it, then stopped
             version = existing[-1].version
             _LOGGER.info("step=register rot_id=%s outcome=exists version=%s",
@@ -322,6 +322,18 @@ class TrainerService:
             _LOGGER.error("step=publish rot_id=%s outcome=failed error=%s", rot.rot_id, exc)
         detail["timings_s"]["promote"] = round(time.monotonic() - t0, 3)
         return version
+
+    @staticmethod
+    def _artifact_intact(rot: RotEvent, record) -> bool:
+        """Whether an earlier attempt's version still has the file it registered; if
+        not, this attempt registers its own freshly gated candidate instead."""
+        try:
+            read_artifact(record.artifact_uri, record.sha256)
+            return True
+        except ArtifactError as exc:
+            _LOGGER.error("step=register rot_id=%s outcome=refused-existing version=%s "
+                          "reason=%s", rot.rot_id, record.version, exc)
+            return False
 
     def _read(self, model: str, since: dt.datetime):
         if self.config.dataset_source == "beam":

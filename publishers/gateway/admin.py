@@ -45,10 +45,12 @@ async def _registry(call, *args, **kwargs):
     """Run a blocking registry call; its errors become 4xx/503 naming the problem."""
     from google.api_core import exceptions as gexc
 
-    from rotwatch import registry
+    from rotwatch import artifacts, registry
 
     try:
         return await run_in_threadpool(call, *args, **kwargs)
+    except artifacts.ArtifactIntegrityError as exc:
+        raise ApiError(409, str(exc)) from None
     except (registry.ModelNotFound, registry.VersionNotFound) as exc:
         raise ApiError(404, str(exc)) from None
     except registry.VersionNotReady as exc:
