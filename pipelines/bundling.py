@@ -67,10 +67,12 @@ class CombineInBundle(_PerBundle):
 
 
 class MergeAccumulators(beam.CombineFn):
-    """A CombineFn over accumulators of ``combine_fn`` (from :class:`CombineInBundle`)."""
+    """A CombineFn over accumulators of ``combine_fn`` (from :class:`CombineInBundle`);
+    ``extract=False`` leaves the result an accumulator (to merge further)."""
 
-    def __init__(self, combine_fn: beam.CombineFn):
+    def __init__(self, combine_fn: beam.CombineFn, extract: bool = True):
         self._fn = combine_fn
+        self._extract = extract
 
     def create_accumulator(self):
         return self._fn.create_accumulator()
@@ -82,7 +84,7 @@ class MergeAccumulators(beam.CombineFn):
         return self._fn.merge_accumulators(accumulators)
 
     def extract_output(self, accumulator):
-        return self._fn.extract_output(accumulator)
+        return self._fn.extract_output(accumulator) if self._extract else accumulator
 
 
 class GroupInBundle(_PerBundle):

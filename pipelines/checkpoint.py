@@ -23,8 +23,16 @@ counting, so nothing is stored or counted twice. Windows that start before the s
 point were stored complete before the restart and would now see only part of their
 events, so the run is told to leave them alone (``PipelineConfig.replay_from``).
 
+A first start has no checkpoint yet, and a crash before the first one would lose
+what was pulled and acked. So a start without a checkpoint first takes a Pub/Sub
+*snapshot* of the subscription (``<subscription>-start``: its unacked backlog and all
+that follows); a restart that still finds no checkpoint seeks to that snapshot. Once
+a checkpoint exists, a restart seeks by time and deletes the snapshot.
+
 Seek replays acknowledged messages only if the subscription retains them
-(``retain_acked_messages``); :func:`restore_position` warns when it does not.
+(``retain_acked_messages``); :func:`restore_position` warns when it does not. In
+Google Cloud the pipeline's service account needs ``pubsub.snapshots.create`` and
+``pubsub.subscriptions.consume`` (roles/pubsub.editor covers both).
 """
 from __future__ import annotations
 
@@ -46,7 +54,7 @@ from rotwatch.events import format_time, from_millis
 from pipelines.store import make_entity
 
 __all__ = ["checkpoint_entity", "read_checkpoint", "restore_position",
-           "RecordCheckpoint", "ProbeEventTime"]
+           "start_snapshot_name", "RecordCheckpoint", "ProbeEventTime"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,16 +76,41 @@ def read_checkpoint(client, subscription: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+def start_snapshot_name(subscription: str) -> str:
+    """``projects/<p>/snapshots/<subscription id>-start``."""
+    _, project, _, name = subscription.split("/")
+    return f"projects/{project}/snapshots/{name}-start"
+
+
+def _from_start_snapshot(subscriber, subscription: str) -> None:
+    """No checkpoint: seek to the start snapshot if a crashed start left one, else
+    take it now, before anything is pulled."""
+    from google.api_core import exceptions as gexc
+    snapshot = start_snapshot_name(subscription)
+    try:
+        subscriber.get_snapshot(snapshot=snapshot)
+    except gexc.NotFound:
+        subscriber.create_snapshot(name=snapshot, subscription=subscription)
+        _LOGGER.info("no checkpoint subscription=%s: reading from where it is; "
+                     "snapshot=%s taken so a restart before the first checkpoint "
+                     "replays from here", subscription, snapshot)
+        return
+    subscriber.seek(request={"subscription": subscription, "snapshot": snapshot})
+    _LOGGER.info("subscription seeked subscription=%s snapshot=%s (no checkpoint yet: "
+                 "replaying from the first start)", subscription, snapshot)
+
+
 def restore_position(config, datastore=None, subscriber=None) -> dt.datetime | None:
     """Seek the subscription to the checkpoint minus the margin; the seek time, or
-    ``None`` when there is no checkpoint (a first start)."""
+    ``None`` when there is no checkpoint (then the start snapshot is taken or, after
+    a crashed first start, sought)."""
+    from google.api_core import exceptions as gexc
     from pipelines.clients import datastore_client, subscriber_client
     datastore = datastore or datastore_client(config.project, config.namespace)
     subscriber = subscriber or subscriber_client()
     stored_through = read_checkpoint(datastore, config.subscription)
     if stored_through is None:
-        _LOGGER.info("no checkpoint subscription=%s: reading from where it is",
-                     config.subscription)
+        _from_start_snapshot(subscriber, config.subscription)
         return None
     seek_to = stored_through - dt.timedelta(seconds=config.checkpoint_margin_s)
     subscription = subscriber.get_subscription(subscription=config.subscription)
@@ -92,6 +125,10 @@ def restore_position(config, datastore=None, subscriber=None) -> dt.datetime | N
     subscriber.seek(request={"subscription": config.subscription, "time": target})
     _LOGGER.info("subscription seeked subscription=%s stored_through=%s seek_to=%s",
                  config.subscription, format_time(stored_through), format_time(seek_to))
+    try:   # the checkpoint supersedes the start snapshot
+        subscriber.delete_snapshot(snapshot=start_snapshot_name(config.subscription))
+    except gexc.NotFound:
+        pass
     return seek_to
 
 

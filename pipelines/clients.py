@@ -47,6 +47,19 @@ def publisher_client():
 
 
 def subscriber_client():
+    """Under ``PUBSUB_EMULATOR_HOST`` the official client opens a plain gRPC channel
+    with gRPC's 4 MiB receive limit, where its production transport has none: a Pull
+    holding a legal 5 MB message would fail forever. This channel has no limit."""
     from google.cloud import pubsub_v1
-    return _shared("subscriber", (os.environ.get("PUBSUB_EMULATOR_HOST"),),
-                   pubsub_v1.SubscriberClient)
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+
+    def make():
+        if not host:
+            return pubsub_v1.SubscriberClient()
+        import grpc
+        from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+        channel = grpc.insecure_channel(host, options=[
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1)])
+        return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
+    return _shared("subscriber", (host,), make)

@@ -2,11 +2,21 @@
 
 :class:`WindowedAccuracy` puts each (deduplicated) event into event-time sliding
 windows per ``(model, version)``, counts ``n`` and ``correct`` and keeps a fixed-size
-sample of the feature rows, then :class:`ScoreWindow` adds the Wilson interval and the
-per-feature PSI against the version's reference statistics, giving one
-:class:`WindowStats` per pane. :func:`window_metric_entity` stores a pane as a
+sample of the feature rows; panes fire when the watermark passes the window's end and
+again for late feedback within the allowed lateness, each carrying the window's full
+count so far (:class:`AccumulatePanes`). :class:`ScoreWindow` adds the Wilson
+interval and the per-feature PSI against the version's reference statistics, giving
+one :class:`WindowStats` per pane. :func:`window_metric_entity` stores a pane as a
 ``WindowMetric`` entity keyed by model/version/window, so a later pane overwrites an
 earlier one.
+
+:class:`SplitTooLate` (local runners) takes out, before windowing, feedback whose
+every window has expired — its last window's end plus the allowed lateness is behind
+the clock, which is the watermark there — so it is reported (the counter
+``too_late_for_windows`` and a warning per bundle) instead of being dropped silently
+by the windowing. It is valid and stored as ``Feedback``, so it is not a dead letter;
+``rotwatch pipeline recompute`` counts it in its windows. Dataflow reports such drops
+itself (its dropped-due-to-lateness metric).
 
 The sample is a bottom-k sketch (the ``k`` rows with the smallest id hashes): uniform,
 exactly mergeable, and the same whatever the arrival order, so an accumulating late
@@ -22,25 +32,68 @@ import logging
 from typing import Any, Tuple
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from rotwatch import kinds, stats
-from rotwatch.events import from_millis, to_millis
+from rotwatch.events import format_time, from_millis, to_millis
 from pipelines.bundling import CombineInBundle, MergeAccumulators
 from pipelines.dedupe import id_hash
 from pipelines.store import make_entity
 
 __all__ = ["WindowCounts", "WindowStats", "AccuracyCombineFn", "ScoreWindow",
-           "WindowedAccuracy", "score_window", "window_metric_entity", "prefer_fuller",
-           "make_trigger"]
+           "AccumulatePanes", "WindowedAccuracy", "score_window", "window_metric_entity",
+           "prefer_fuller", "make_trigger", "SplitTooLate", "TOO_LATE",
+           "last_window_end_ms"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _PANES = {PaneInfoTiming.EARLY: "early", PaneInfoTiming.ON_TIME: "on_time",
           PaneInfoTiming.LATE: "late"}
+TOO_LATE = "too_late"   # the tagged output of SplitTooLate
+
+
+def last_window_end_ms(event_ms: int, size_s: int, period_s: int) -> int:
+    """End of the last sliding window (size, period) that holds ``event_ms``."""
+    period_ms = period_s * 1000
+    return event_ms - event_ms % period_ms + size_s * 1000
+
+
+class SplitTooLate(beam.DoFn):
+    """Events -> main | ``too_late`` (every window of the event expired by the clock)."""
+
+    def __init__(self, size_s: int, period_s: int, allowed_lateness_s: int, clock=None):
+        self._size_s, self._period_s = size_s, period_s
+        self._lateness_ms = allowed_lateness_s * 1000
+        self._clock = clock
+        self._late = Metrics.counter("rotwatch.metrics", "too_late_for_windows")
+
+    def start_bundle(self):
+        self._late_in_bundle = []
+
+    def process(self, event):
+        now = self._clock() if self._clock else dt.datetime.now(dt.timezone.utc)
+        expires_ms = last_window_end_ms(to_millis(event.event_time), self._size_s,
+                                        self._period_s) + self._lateness_ms
+        if to_millis(now) > expires_ms:
+            self._late.inc()
+            self._late_in_bundle.append(event.event_time)
+            yield beam.pvalue.TaggedOutput(TOO_LATE, event)
+        else:
+            yield event
+
+    def finish_bundle(self):
+        if self._late_in_bundle:
+            _LOGGER.warning(
+                "feedback too late for any window count=%d oldest=%s allowed_lateness=%ss"
+                ": stored as Feedback, not in the window metrics (rotwatch pipeline "
+                "recompute counts it)", len(self._late_in_bundle),
+                format_time(min(self._late_in_bundle)), self._lateness_ms // 1000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +218,35 @@ class ScoreWindow(beam.DoFn):
             self._drift_min_n, pane=timing, pane_index=pane.index if pane else 0)
 
 
+class AccumulatePanes(beam.DoFn):
+    """(key, accumulator of one discarding pane) -> (key, the window's counts so far).
+
+    The running accumulator is window-scoped state; a timer at the window's expiry
+    (end + allowed lateness, after which no pane can come) clears it."""
+
+    RUNNING = ReadModifyWriteStateSpec("running", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, combine_fn: beam.CombineFn, allowed_lateness_s: int):
+        self._fn = combine_fn
+        self._lateness = Duration(seconds=allowed_lateness_s)
+
+    def process(self, element, w=beam.DoFn.WindowParam,
+                running=beam.DoFn.StateParam(RUNNING),
+                expiry=beam.DoFn.TimerParam(EXPIRY)):
+        key, partial = element
+        so_far = running.read()
+        so_far = partial if so_far is None else self._fn.merge_accumulators(
+            [so_far, partial])
+        running.write(so_far)
+        expiry.set(w.max_timestamp() + self._lateness)
+        yield key, self._fn.extract_output(so_far)
+
+    @on_timer(EXPIRY)
+    def expire(self, running=beam.DoFn.StateParam(RUNNING)):
+        running.clear()
+
+
 def make_trigger(early_firing_s: int = 0, late_firing_s: int = 5):
     """On time at the watermark; optional early panes; late panes for late data.
 
@@ -193,18 +275,27 @@ class WindowedAccuracy(beam.PTransform):
         return (events
                 | "KeyByVersion" >> beam.Map(lambda e: ((e.model, e.version), e))
                 .with_output_types(Tuple[Tuple[str, str], Any])
-                # Accumulating panes: every pane is the window's full count so far, so
-                # the WindowMetric a later pane writes replaces the earlier one whole.
+                # Panes must be accumulating (each WindowMetric a pane writes replaces
+                # the earlier one whole), but the window buffers discard: Beam's Python
+                # DirectRunner never frees a window's buffered elements while its
+                # trigger has not finished (and a late-firing trigger never finishes),
+                # so ACCUMULATING mode grows without bound there. AccumulatePanes adds
+                # each pane to the window's running count in window-scoped state that
+                # a timer frees when the window expires; same panes on every runner.
                 | "WindowByVersion" >> beam.WindowInto(
                     window.SlidingWindows(c.window_size_s, c.window_period_s),
                     trigger=make_trigger(c.early_firing_s, c.late_firing_s),
-                    accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                    accumulation_mode=trigger.AccumulationMode.DISCARDING,
                     allowed_lateness=Duration(seconds=c.allowed_lateness_s))
                 # One partial count per key, window and bundle into the shuffle (the
                 # DirectRunner would otherwise trigger-process every event).
                 | "CountInBundle" >> beam.ParDo(CombineInBundle(combine))
                 .with_output_types(Tuple[Tuple[str, str], Any])
-                | "CountCorrect" >> beam.CombinePerKey(MergeAccumulators(combine))
+                | "CountPane" >> beam.CombinePerKey(
+                    MergeAccumulators(combine, extract=False))
+                .with_output_types(Tuple[Tuple[str, str], Any])
+                | "AccumulatePanes" >> beam.ParDo(AccumulatePanes(combine,
+                                                                  c.allowed_lateness_s))
                 | "ScoreWindow" >> beam.ParDo(ScoreWindow(
                     self._catalog, c.z, c.drift_threshold, c.drift_min_n, c.replay_from)))
 

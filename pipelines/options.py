@@ -166,6 +166,9 @@ class PipelineConfig:
     # Windows that start before this were stored before a restart; a replay from a
     # seek would only see part of them, so they are neither stored nor judged again.
     replay_from: dt.datetime | None = None
+    # Report feedback too late for any window (by the wall clock: the watermark of the
+    # local runners). None = on local runners only; tests with a TestStream say False.
+    report_too_late: bool | None = None
 
     def __post_init__(self):
         def need(ok, what):

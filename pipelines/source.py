@@ -18,9 +18,12 @@ read sets no ``timestamp_attribute``: a malformed ``event_ts`` would make the ru
 reader raise and stall; :class:`~pipelines.parse.ParseFeedback` stamps event time
 itself and dead-letters a bad ``event_ts``.
 
-Acks happen on pull, as in Beam's DirectRunner read: a crash can lose what is in
-flight, which the checkpoint-and-seek on restart (:mod:`pipelines.checkpoint`)
-brings back.
+Acks wait for the end of the bundle (after everything pulled was handed on), and a
+Pull that fails (a message over a gRPC size limit, an RPC error) ends this bundle's
+extra pulls instead of failing the bundle: a failed bundle is retried without having
+acked what it pulled, so those messages come again. A crash can still lose what is
+in flight (acked, not yet stored) — as with Beam's own read, which acks on pull —
+and the checkpoint-and-seek on restart (:mod:`pipelines.checkpoint`) brings it back.
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ TIMESTAMP_ATTRIBUTE = "event_ts"
 ID_ATTRIBUTE = "event_id"
 # Pub/Sub answers an empty Pull within this; the emulator at once.
 PULL_TIMEOUT_S = 10.0
+# Ack ids per Acknowledge request: well inside Pub/Sub's 512 KB request limit.
+ACK_BATCH = 2500
 
 
 def to_beam_message(message) -> tuple[PubsubMessage, Timestamp | None]:
@@ -70,6 +75,7 @@ class PullBacklog(beam.DoFn):
         self._batch = batch
         self._max = max_per_bundle
         self._pulled = Metrics.counter("rotwatch.source", "backlog_pulled")
+        self._failed = Metrics.counter("rotwatch.source", "backlog_pull_errors")
 
     def setup(self):
         from pipelines.clients import subscriber_client
@@ -77,30 +83,40 @@ class PullBacklog(beam.DoFn):
 
     def start_bundle(self):
         self._drained = False
+        self._ack_ids = []
 
     def process(self, message):
+        from google.api_core import exceptions as gexc
         yield message
         if self._drained:
             return
         self._drained = True
-        pulled = 0
-        while pulled < self._max:
-            response = self._subscriber.pull(
-                subscription=self._subscription,
-                max_messages=min(self._batch, self._max - pulled), timeout=PULL_TIMEOUT_S)
+        while len(self._ack_ids) < self._max:
+            try:
+                response = self._subscriber.pull(
+                    subscription=self._subscription, timeout=PULL_TIMEOUT_S,
+                    max_messages=min(self._batch, self._max - len(self._ack_ids)))
+            except gexc.GoogleAPICallError as exc:
+                self._failed.inc()
+                _LOGGER.warning("backlog pull failed, Beam's read goes on "
+                                "subscription=%s error=%s", self._subscription, exc)
+                break
             # The raw protobuf: proto-plus wrappers cost more than the rest of this step.
             received = PullResponse.pb(response).received_messages
-            if not received:
-                break
             for item in received:
                 msg, when = to_beam_message(item.message)
+                self._ack_ids.append(item.ack_id)
                 yield beam.window.TimestampedValue(msg, when) if when else msg
-            self._subscriber.acknowledge(subscription=self._subscription,
-                                         ack_ids=[item.ack_id for item in received])
-            pulled += len(received)
             self._pulled.inc(len(received))
             if len(received) < self._batch:
                 break
+
+    def finish_bundle(self):
+        # Everything pulled has been emitted into this bundle: now it may be acked.
+        ack_ids, self._ack_ids = self._ack_ids, []
+        for i in range(0, len(ack_ids), ACK_BATCH):
+            self._subscriber.acknowledge(subscription=self._subscription,
+                                         ack_ids=ack_ids[i:i + ACK_BATCH])
 
 
 class ReadFeedbackMessages(beam.PTransform):

@@ -27,6 +27,7 @@ from rotwatch.events import FeedbackEvent, RotEvent
 PROJECT = "local-project"
 N_VALID = 600
 N_DUPLICATES = 60
+N_TOO_LATE = 3         # an hour old: stored, counted as too late, in no window
 SPAN_S = 30            # event times spread over the last 30 s before publishing
 WINDOW_S, PERIOD_S = 4, 2
 DEADLINE_S = 90.0      # upper bound for the pipeline to catch up (it takes ~5-15 s)
@@ -104,6 +105,10 @@ def _stream(rng, now):
             model="zombies", version="v1", features=rng.normal(size=4).tolist(),
             prediction=1, was_correct=ok,
             event_time=now - dt.timedelta(seconds=SPAN_S * (1 - i / N_VALID))))
+    too_late = [FeedbackEvent.create(
+        model="zombies", version="v1", features=rng.normal(size=4).tolist(),
+        prediction=1, was_correct=True, event_time=now - dt.timedelta(hours=1))
+        for _ in range(N_TOO_LATE)]
     good = events[0]
     invalid = [
         (b"{not json", {"event_id": "junk-1"}),
@@ -114,7 +119,7 @@ def _stream(rng, now):
         (good.to_json().replace(b'"features":[', b'"features":[NaN,', 1), {}),
         (good.to_json(), dict(good.attributes(), event_ts="yesterday")),
     ]
-    return events, invalid
+    return events, too_late, invalid
 
 
 def _true_counts(events):
@@ -156,7 +161,7 @@ def _pull_all(subscriber, subscription, timeout=5.0):
 def first_run(stack):
     """Publish the stream, run the pipeline until it has caught up, cancel it."""
     from pipelines.feedback_pipeline import run
-    events, invalid = _stream(stack["rng"], dt.datetime.now(dt.timezone.utc))
+    events, too_late, invalid = _stream(stack["rng"], dt.datetime.now(dt.timezone.utc))
     publisher = stack["publisher"]
     publish_started = dt.datetime.now(dt.timezone.utc)
     futures = [publisher.publish(stack["feedback"], e.to_json(), **e.attributes())
@@ -165,6 +170,8 @@ def first_run(stack):
                 for e in events[:N_DUPLICATES]]
     futures += [publisher.publish(stack["feedback"], data, **attrs)
                 for data, attrs in invalid]
+    futures += [publisher.publish(stack["feedback"], e.to_json(), **e.attributes())
+                for e in too_late]
     for future in futures:
         future.result(timeout=30)
     publish_done = dt.datetime.now(dt.timezone.utc)
@@ -173,7 +180,7 @@ def first_run(stack):
     started = time.monotonic()
     result = run(_argv(stack))
     try:
-        stored = _wait(lambda: len(_keys(ds, kinds.FEEDBACK)) >= N_VALID)
+        stored = _wait(lambda: len(_keys(ds, kinds.FEEDBACK)) >= N_VALID + N_TOO_LATE)
         converged = _wait(lambda: _metrics(ds) == truth)
         rot_messages = _wait(lambda: _pull_all(stack["subscriber"], stack["rot_sub"], 1.0))
         time.sleep(2)   # a second rule may decide a moment later
@@ -181,23 +188,29 @@ def first_run(stack):
         checkpoint = _wait(lambda: [c for c in ds.query(kind=kinds.PIPELINE_CHECKPOINT)
                                     .fetch() if c["stored_through"] >= publish_done
                                     - dt.timedelta(seconds=1)])
-        letters = _pull_all(stack["subscriber"], stack["deadletter_sub"])
+        letters = []
+        _wait(lambda: letters.extend(_pull_all(stack["subscriber"],
+                                               stack["deadletter_sub"], 1.0))
+              or len(letters) >= len(invalid))
+        too_late_counted = _counter(result, "too_late_for_windows")
         caught_up_s = time.monotonic() - started
         backlog_pulled = _counter(result, "backlog_pulled")
         state = str(result.state)
     finally:
         result.cancel()
-    return dict(events=events, invalid=invalid, truth=truth, stored=stored,
+    return dict(events=events, too_late=too_late, invalid=invalid, truth=truth,
+                stored=stored,
                 rot_messages=rot_messages, converged=converged, checkpoint=checkpoint,
                 letters=letters, caught_up_s=caught_up_s, backlog_pulled=backlog_pulled,
-                state=state, published=(publish_started, publish_done))
+                state=state, published=(publish_started, publish_done),
+                too_late_counted=too_late_counted)
 
 
 def test_every_valid_event_is_stored_exactly_once(stack, first_run):
     ds = stack["datastore"]
     stored = list(ds.query(kind=kinds.FEEDBACK).fetch())
-    assert sorted(e.key.name for e in stored) == sorted(e.event_id for e in
-                                                        first_run["events"])
+    assert sorted(e.key.name for e in stored) == sorted(
+        e.event_id for e in first_run["events"] + first_run["too_late"])
     by_id = {e.event_id: e for e in first_run["events"]}
     for entity in stored[:50]:
         event = by_id[entity.key.name]
@@ -214,6 +227,11 @@ def test_every_invalid_message_is_dead_lettered_with_its_payload(first_run):
                              ("registry", "version"), ("schema", "features[0]"),
                              ("attributes", "event_ts")])
     assert all(m.attributes["rotwatch_reason"] for m in letters)
+
+
+def test_feedback_too_late_for_any_window_is_counted_not_dropped_silently(first_run):
+    # Stored (test above), left out of every window (truth excludes it), counted.
+    assert first_run["too_late_counted"] == N_TOO_LATE
 
 
 def test_window_metrics_count_every_unique_event_despite_lateness(first_run):
@@ -258,18 +276,41 @@ def test_restart_replays_from_the_checkpoint_without_double_counting(stack, firs
         # Every message is retained and was published after the seek point: all of
         # them come again (valid, duplicates and invalid ones).
         replayed = _wait(lambda: _counter(result, "feedback_valid")
-                         >= N_VALID + N_DUPLICATES)
+                         >= N_VALID + N_DUPLICATES + N_TOO_LATE)
         _wait(lambda: _metrics(ds) == first_run["truth"], timeout=30)
         time.sleep(3)   # let late panes and any rot decision go through
         repeats = _counter(result, "rot_repeats_skipped")
     finally:
         result.cancel()
     assert replayed
-    assert len(_keys(ds, kinds.FEEDBACK)) == N_VALID
+    assert len(_keys(ds, kinds.FEEDBACK)) == N_VALID + N_TOO_LATE
     assert _metrics(ds) == metrics_before == first_run["truth"]
     assert _pull_all(stack["subscriber"], stack["rot_sub"], 1.0) == []
     assert {e.key.name for e in ds.query(kind=kinds.ROT_EVENT).fetch()} == rot_before
     assert repeats >= 1
+
+
+def test_a_restart_before_the_first_checkpoint_replays_from_the_start_snapshot(stack):
+    """No checkpoint yet: the first start takes a snapshot; a second start that still
+    finds none seeks to it, so what the first one pulled and acked comes again."""
+    from pipelines.checkpoint import restore_position, start_snapshot_name
+    from pipelines.options import PipelineConfig
+    subscriber, publisher = stack["subscriber"], stack["publisher"]
+    rid = uuid.uuid4().hex[:8]
+    topic = publisher.create_topic(name=f"projects/{PROJECT}/topics/early-{rid}").name
+    subscription = subscriber.create_subscription(request={
+        "name": f"projects/{PROJECT}/subscriptions/early-{rid}", "topic": topic,
+        "retain_acked_messages": True}).name
+    for i in range(20):
+        publisher.publish(topic, b"m%d" % i).result(timeout=10)
+    config = PipelineConfig(project=PROJECT, namespace=stack["namespace"],
+                            subscription=subscription)
+    assert restore_position(config) is None                  # first start: snapshot
+    subscriber.get_snapshot(snapshot=start_snapshot_name(subscription))
+    assert len(_pull_all(subscriber, subscription, 1.0)) == 20   # pulled and acked
+    assert restore_position(config) is None                  # crashed before a checkpoint
+    assert sorted(m.data for m in _pull_all(subscriber, subscription, 1.0)) == sorted(
+        b"m%d" % i for i in range(20))
 
 
 def test_batch_recompute_matches_the_streamed_metrics(stack, first_run, tmp_path):

@@ -70,9 +70,11 @@ def config(**overrides) -> PipelineConfig:
     # cannot be driven by TestStream on this runner (its timer is compared with event
     # time to label the pane, and the test clock never lets the job finish); the
     # emulator test runs it against the wall clock.
+    # report_too_late=False: these streams are in 2026-01 and the check uses the wall
+    # clock (the local runners' watermark), not the TestStream's watermark.
     values = dict(window_size_s=10, window_period_s=10, allowed_lateness_s=30,
                   late_firing_s=0, min_n=5, consecutive=2, cooldown_s=10_000,
-                  drift_min_n=50, drift_sample=200)
+                  drift_min_n=50, drift_sample=200, report_too_late=False)
     values.update(overrides)
     return PipelineConfig(**values)
 
@@ -107,6 +109,27 @@ def test_sliding_windows_count_an_event_in_every_window_it_falls_in():
                              config=config(window_size_s=10, window_period_s=5))
         assert_that(out["window_stats"] | beam.Map(pane_summary), equal_to([
             (0, 10, 1, 1, "on_time"), (5, 15, 1, 1, "on_time")]))
+
+
+def test_feedback_too_late_for_every_window_is_reported_not_dropped():
+    now = dt.datetime.now(dt.timezone.utc)
+    old = FeedbackEvent.create(model="zombies", version="v1", features=FEATURES,
+                               prediction=1, was_correct=True, event_id="old",
+                               event_time=now - dt.timedelta(hours=2))
+    fresh = FeedbackEvent.create(model="zombies", version="v1", features=FEATURES,
+                                 prediction=1, was_correct=True, event_id="fresh",
+                                 event_time=now)
+    stream = (test_stream.TestStream()
+              .advance_watermark_to(to_millis(now) / 1000 - 10)
+              .add_elements([message(old), message(fresh)])
+              .advance_watermark_to_infinity())
+    with streaming_pipeline() as p:
+        out = build_pipeline(p, p.options, source=stream, catalog=CATALOG, write=False,
+                             config=config(report_too_late=True))
+        assert_that(out["too_late"] | beam.Map(lambda e: e.event_id), equal_to(["old"]),
+                    label="Reported")
+        assert_that(out["window_stats"] | "N" >> beam.Map(lambda s: s.n),
+                    equal_to([1]), label="OnlyFreshCounted")
 
 
 # -- duplicates ----------------------------------------------------------------------
@@ -286,6 +309,34 @@ def test_probe_emits_the_newest_event_time_once_per_bundle():
         assert not fn.process(None, Timestamp.of(wm(t)))
     [out] = list(fn.finish_bundle())
     assert out.value == ("feedback-pipeline", to_millis(at(9)))
+
+
+def test_split_too_late_at_the_exact_expiry():
+    from pipelines.metrics import TOO_LATE, SplitTooLate, last_window_end_ms
+    # event at 7 s, windows of 10 s every 5 s: the last one is [5, 15); +30 s lateness
+    assert last_window_end_ms(to_millis(at(7)), 10, 5) == to_millis(at(15))
+    expires = at(45)
+
+    def route(now):
+        fn = SplitTooLate(10, 5, 30, clock=lambda: now)
+        fn.start_bundle()
+        out = list(fn.process(event(1, 7.0)))
+        return getattr(out[0], "tag", "main")
+    assert route(expires) == "main"
+    assert route(expires + dt.timedelta(milliseconds=1)) == TOO_LATE
+
+
+def test_split_too_late_warns_once_per_bundle(caplog):
+    from pipelines.metrics import SplitTooLate
+    fn = SplitTooLate(10, 5, 30, clock=lambda: at(1000))
+    fn.start_bundle()
+    for i in range(3):
+        list(fn.process(event(i, float(i))))
+    with caplog.at_level("WARNING", logger="pipelines.metrics"):
+        fn.finish_bundle()
+    [record] = caplog.records
+    assert "count=3" in record.getMessage() and "2026-01-01T00:00:00.000Z" in \
+        record.getMessage()
 
 
 @pytest.mark.parametrize("batch, most", [(0, 10), (1001, 2000), (500, 100)])

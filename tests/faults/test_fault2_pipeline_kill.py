@@ -41,15 +41,6 @@ def test_restart_after_sigkill_counts_no_event_twice_nor_drops_one(killed_mid_st
         killed_mid_stream.summary()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Killed before its first PipelineCheckpoint (a crash in the first seconds of a "
-    "first start, with a backlog), the pipeline loses what it had pulled and acked: "
-    "pipelines/checkpoint.py restore_position() finds no checkpoint and seeks "
-    "nowhere ('no checkpoint ... reading from where it is'), so the acked backlog is "
-    "never replayed. Fix in pipelines/checkpoint.py: on a start without a checkpoint, "
-    "first record a position the replay can start from — a Pub/Sub snapshot of the "
-    "subscription (create_snapshot captures its unacked backlog) or a checkpoint at "
-    "the oldest retained time — and seek to it when a restart finds no checkpoint"))
 def test_sigkill_before_the_first_checkpoint_loses_no_event(emulators, fault_dir):
     """Invariant: the same, for a kill before the first checkpoint was written."""
     outcome = pipeline_kill(fault_dir, early=True, backlog=3000, rate=100.0,
