@@ -199,6 +199,9 @@ def run_memory_phase(ds, publisher, topic, argv, rate: float, duration: float, r
             futures.extend(publisher.publish(topic, e.to_json(), **e.attributes())
                            for e in batch)
             published += len(batch)
+            for future in futures[:-len(batch) or None]:   # last second's may be pending
+                future.result(timeout=120)
+            futures = futures[-len(batch):]
             if second >= next_sample:
                 samples.append((round(second - started, 1), round(pipeline.rss_mib(), 1)))
                 next_sample += 1.0

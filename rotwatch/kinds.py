@@ -43,6 +43,9 @@ Property names (all kinds store times as aware UTC datetimes):
   (unindexed), rot_event (unindexed JSON of the event, so a sweep can retry without
   the message), detail (unindexed JSON: exclusions, gate reason, step timings),
   created_at, updated_at.
+* ``PipelineCheckpoint``: subscription, stored_through (the event time up to which
+  everything is durably stored), updated_at. A first start also makes the Pub/Sub
+  snapshot ``<subscription>-start`` so a crash before the first checkpoint replays.
 """
 from __future__ import annotations
 
