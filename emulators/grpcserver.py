@@ -6,6 +6,7 @@ clients (``Type.pb().FromString`` / ``SerializeToString``).
 """
 from __future__ import annotations
 
+import abc
 import logging
 import socket
 from concurrent import futures
@@ -64,7 +65,7 @@ def stream_stream(behaviour: Callable, request_type, response_type) -> grpc.RpcM
     )
 
 
-class GrpcEmulator:
+class GrpcEmulator(abc.ABC):
     """Base class: subclasses return their services from :meth:`handlers`.
 
     ``port=0`` picks a free port; after :meth:`start`, :attr:`port` and
@@ -83,9 +84,9 @@ class GrpcEmulator:
         self._server: grpc.Server | None = None
 
     # -- to be provided by subclasses -------------------------------------------------
+    @abc.abstractmethod
     def handlers(self) -> Mapping[str, Mapping[str, grpc.RpcMethodHandler]]:
         """``{"google.pubsub.v1.Publisher": {"Publish": handler, ...}, ...}``."""
-        raise NotImplementedError
 
     def on_stop(self) -> None:
         """Release resources (threads, files) after the server has stopped."""

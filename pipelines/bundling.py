@@ -28,14 +28,14 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class _PerBundle(beam.DoFn):
+    """Groups a bundle's elements by (key, window); subclasses say how to group.
+
+    Subclasses define ``_new()`` (an empty group) and ``_add(group, value)`` (the group
+    with ``value`` added); a DoFn cannot also be an ``abc.ABC`` (metaclass conflict).
+    """
+
     def start_bundle(self):
         self._groups = {}
-
-    def _add(self, group, value):
-        raise NotImplementedError
-
-    def _new(self):
-        raise NotImplementedError
 
     def process(self, element, window=beam.DoFn.WindowParam,
                 timestamp=beam.DoFn.TimestampParam):

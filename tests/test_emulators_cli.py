@@ -6,10 +6,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 
 from emulators.grpcserver import free_port
+from proc_lines import read_until
 
 ROTWATCH = [sys.executable, "-m", "rotwatch.cli"]
 
@@ -20,17 +20,6 @@ def _start(*args, env=None):
                             env=env)
 
 
-def _read_until(proc, marker, timeout=30.0):
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            return "".join(lines)
-    proc.kill()
-    raise AssertionError(f"{marker!r} not printed; got:\n{''.join(lines)}")
 
 
 def _stop(proc, sig=signal.SIGTERM):
@@ -54,7 +43,7 @@ def test_start_prints_exports_persists_data_and_stops_on_sigterm(tmp_path):
     data_dir = str(tmp_path / "data")
     args = ["--pubsub-port", str(ps), "--datastore-port", str(ds), "--data-dir", data_dir]
     proc = _start(*args)
-    banner = _read_until(proc, "Ctrl-C")
+    banner = read_until(proc, "Ctrl-C")
     assert f"export PUBSUB_EMULATOR_HOST=127.0.0.1:{ps}" in banner
     assert f"export DATASTORE_EMULATOR_HOST=127.0.0.1:{ds}" in banner
     env = {"DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}"}
@@ -69,7 +58,7 @@ def test_start_prints_exports_persists_data_and_stops_on_sigterm(tmp_path):
         assert proc.returncode == 0
 
         proc = _start(*args)
-        _read_until(proc, "Ctrl-C")
+        read_until(proc, "Ctrl-C")
         client = datastore.Client(project="local-project")
         assert client.get(client.key("Note", "kept"))["text"] == "survives a restart"
     finally:

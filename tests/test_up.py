@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from emulators.grpcserver import free_port
+from proc_lines import read_until
 
 ROTWATCH = [sys.executable, "-m", "rotwatch.cli"]
 
@@ -30,17 +30,6 @@ def _up(home, ports):
         start_new_session=True)
 
 
-def _wait_for(proc, marker, timeout=180):
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            return "".join(lines)
-    proc.kill()
-    raise AssertionError(f"{marker!r} never printed:\n{''.join(lines[-60:])}")
 
 
 def _stop(proc):
@@ -72,7 +61,7 @@ def test_up_serves_stops_on_ctrl_c_and_resumes_with_the_same_data(tmp_path):
 
     proc = _up(home, ports)
     try:
-        banner = _wait_for(proc, "Ctrl-C stops everything")
+        banner = read_until(proc, "Ctrl-C stops everything", timeout=180)
         assert f"http://127.0.0.1:{gw}" in banner
         assert f"export PUBSUB_EMULATOR_HOST=127.0.0.1:{ps}" in banner
         assert f"export DATASTORE_EMULATOR_HOST=127.0.0.1:{ds}" in banner
@@ -96,7 +85,7 @@ def test_up_serves_stops_on_ctrl_c_and_resumes_with_the_same_data(tmp_path):
 
     proc = _up(home, ports)
     try:
-        _wait_for(proc, "Ctrl-C stops everything")
+        read_until(proc, "Ctrl-C stops everything", timeout=180)
         answer = _predict(gw, {"instances": [[-2.0, -1.0, 1.0, 2.0]],
                                "model": "zombies/versions/v1"})
         assert answer["predictions"] == [0]
