@@ -9,7 +9,8 @@ Steps (each a labelled composite transform in its own module)::
       StoreFeedback       Feedback entities keyed by event_id               store.py
       RecordCheckpoint    how far input is durably handled (for restarts)   checkpoint.py
     DedupeByEventId     first delivery of each event_id only               dedupe.py
-    SplitTooLate        (local) too late for any window: counted, logged    metrics.py
+    SplitTooLate        (local) too late for any window: stored, reported   metrics.py
+                        late (feedback-deadletter, stage=late), counted
     WindowedAccuracy    sliding windows per version: n, accuracy, Wilson,  metrics.py
                         PSI drift -> WindowMetric entities
     DecideRot           accuracy / input-drift / error-rate-change rules   rot.py
@@ -109,8 +110,11 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, source=None,
         return outputs
 
     project, namespace = config.project, config.namespace
+    reports = deadletters
+    if too_late is not None:   # late reports ride with the dead letters
+        reports = (deadletters, too_late) | "WithLateReports" >> beam.Flatten()
     deadletters_published = (
-        deadletters
+        reports
         | "ToDeadLetterMessage" >> beam.Map(lambda d: d.to_message())
         | "PublishDeadLetters" >> WriteToPubSub(config.deadletter_topic,
                                                 with_attributes=True))

@@ -12,9 +12,12 @@ earlier one.
 
 :class:`SplitTooLate` (local runners) takes out, before windowing, feedback whose
 every window has expired — its last window's end plus the allowed lateness is behind
-the clock, which is the watermark there — so it is reported (the counter
-``too_late_for_windows`` and a warning per bundle) instead of being dropped silently
-by the windowing. It is valid and stored as ``Feedback``, so it is not a dead letter;
+the clock, which is the watermark there — so it is reported instead of being dropped
+silently by the windowing: a late report per event on ``feedback-deadletter``
+(``rotwatch_stage=late``, ``rotwatch_field=event_time``, a reason naming the window
+that closed and the command that counts it), the counter ``too_late_for_windows``
+and a warning per bundle. The event is valid and already stored as ``Feedback``
+(the report is not a refusal: stored + refused = published still holds);
 ``rotwatch pipeline recompute`` counts it in its windows. Dataflow reports such drops
 itself (its dropped-due-to-lateness metric).
 
@@ -44,18 +47,20 @@ from rotwatch import kinds, stats
 from rotwatch.events import format_time, from_millis, to_millis
 from pipelines.bundling import CombineInBundle, MergeAccumulators
 from pipelines.dedupe import id_hash
+from pipelines.parse import DeadLetter
 from pipelines.store import make_entity
 
 __all__ = ["WindowCounts", "WindowStats", "AccuracyCombineFn", "ScoreWindow",
            "AccumulatePanes", "WindowedAccuracy", "score_window", "window_metric_entity",
-           "prefer_fuller", "make_trigger", "SplitTooLate", "TOO_LATE",
-           "last_window_end_ms"]
+           "prefer_fuller", "make_trigger", "SplitTooLate", "TOO_LATE", "STAGE_LATE",
+           "last_window_end_ms", "late_report"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _PANES = {PaneInfoTiming.EARLY: "early", PaneInfoTiming.ON_TIME: "on_time",
           PaneInfoTiming.LATE: "late"}
-TOO_LATE = "too_late"   # the tagged output of SplitTooLate
+TOO_LATE = "too_late"   # the tagged output of SplitTooLate: late reports
+STAGE_LATE = "late"     # rotwatch_stage of a late report on feedback-deadletter
 
 
 def last_window_end_ms(event_ms: int, size_s: int, period_s: int) -> int:
@@ -64,12 +69,35 @@ def last_window_end_ms(event_ms: int, size_s: int, period_s: int) -> int:
     return event_ms - event_ms % period_ms + size_s * 1000
 
 
+def late_report(event, now: dt.datetime, size_s: int, period_s: int,
+                allowed_lateness_s: int) -> DeadLetter:
+    """The report that ``event`` is too late for any window (it is stored, not
+    refused): its JSON and attributes, ``rotwatch_stage=late`` and a reason naming
+    when its last window closed and the command that counts it in its windows."""
+    last_end_ms = last_window_end_ms(to_millis(event.event_time), size_s, period_s)
+    first_start = from_millis(last_end_ms - (2 * size_s - period_s) * 1000)
+    last_end = from_millis(last_end_ms)
+    closed = last_end + dt.timedelta(seconds=allowed_lateness_s)
+    return DeadLetter(
+        payload=event.to_json(), attributes=event.attributes(), stage=STAGE_LATE,
+        field="event_time", failed_at=now,
+        reason=(f"too late for any window: event_time {format_time(event.event_time)} "
+                f"arrived {(now - event.event_time).total_seconds():.0f} s after it; its "
+                f"last window closed for good at {format_time(closed)} (allowed "
+                f"lateness {allowed_lateness_s} s). Stored as Feedback "
+                f"{event.event_id}, not in the streaming window metrics; to count it: "
+                f"rotwatch pipeline recompute --start {format_time(first_start)} --end "
+                f"{format_time(last_end)} --model {event.model} --window_size_s {size_s}"
+                f" --window_period_s {period_s} --write_metrics true"))
+
+
 class SplitTooLate(beam.DoFn):
-    """Events -> main | ``too_late`` (every window of the event expired by the clock)."""
+    """Events -> main | ``too_late``: a :func:`late_report` for each event whose every
+    window expired by the clock."""
 
     def __init__(self, size_s: int, period_s: int, allowed_lateness_s: int, clock=None):
         self._size_s, self._period_s = size_s, period_s
-        self._lateness_ms = allowed_lateness_s * 1000
+        self._lateness_s = allowed_lateness_s
         self._clock = clock
         self._late = Metrics.counter("rotwatch.metrics", "too_late_for_windows")
 
@@ -79,11 +107,12 @@ class SplitTooLate(beam.DoFn):
     def process(self, event):
         now = self._clock() if self._clock else dt.datetime.now(dt.timezone.utc)
         expires_ms = last_window_end_ms(to_millis(event.event_time), self._size_s,
-                                        self._period_s) + self._lateness_ms
+                                        self._period_s) + self._lateness_s * 1000
         if to_millis(now) > expires_ms:
             self._late.inc()
             self._late_in_bundle.append(event.event_time)
-            yield beam.pvalue.TaggedOutput(TOO_LATE, event)
+            yield beam.pvalue.TaggedOutput(TOO_LATE, late_report(
+                event, now, self._size_s, self._period_s, self._lateness_s))
         else:
             yield event
 
@@ -91,9 +120,10 @@ class SplitTooLate(beam.DoFn):
         if self._late_in_bundle:
             _LOGGER.warning(
                 "feedback too late for any window count=%d oldest=%s allowed_lateness=%ss"
-                ": stored as Feedback, not in the window metrics (rotwatch pipeline "
+                ": stored as Feedback, reported on the dead-letter topic with "
+                "rotwatch_stage=late, not in the window metrics (rotwatch pipeline "
                 "recompute counts it)", len(self._late_in_bundle),
-                format_time(min(self._late_in_bundle)), self._lateness_ms // 1000)
+                format_time(min(self._late_in_bundle)), self._lateness_s)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -643,25 +643,28 @@ def _count_feedback(client, model: str) -> int:
 
 
 def _drain_deadletters(subscriber, subscription: str, sink: TextIO) -> int:
-    """Pull (and ack) what waits in the dead-letter subscription; returns the count."""
+    """Pull (and ack) what waits in the dead-letter subscription into ``sink``;
+    returns how many were refusals. Late reports (``rotwatch_stage=late``: a valid
+    event, stored, too late for the streaming windows) are written, not counted."""
     from google.api_core import exceptions as gexc
 
-    total = 0
+    refused = 0
     while True:
         try:
             response = subscriber.pull(subscription=subscription,
                                        max_messages=DEADLETTER_PULL, timeout=10)
         except gexc.DeadlineExceeded:
-            return total
+            return refused
         received = list(response.received_messages)
         if not received:
-            return total
+            return refused
         for m in received:
+            attributes = dict(m.message.attributes)
             sink.write(json.dumps({"data": m.message.data.decode("utf-8", "replace"),
-                                   "attributes": dict(m.message.attributes)}) + "\n")
+                                   "attributes": attributes}) + "\n")
+            refused += attributes.get("rotwatch_stage") != "late"
         subscriber.acknowledge(subscription=subscription,
                                ack_ids=[m.ack_id for m in received])
-        total += len(received)
 
 
 def _prepare(config: DemoConfig) -> dict[str, str]:

@@ -191,7 +191,7 @@ def first_run(stack):
         letters = []
         _wait(lambda: letters.extend(_pull_all(stack["subscriber"],
                                                stack["deadletter_sub"], 1.0))
-              or len(letters) >= len(invalid))
+              or len(letters) >= len(invalid) + N_TOO_LATE)
         too_late_counted = _counter(result, "too_late_for_windows")
         caught_up_s = time.monotonic() - started
         backlog_pulled = _counter(result, "backlog_pulled")
@@ -211,15 +211,19 @@ def test_every_valid_event_is_stored_exactly_once(stack, first_run):
     stored = list(ds.query(kind=kinds.FEEDBACK).fetch())
     assert sorted(e.key.name for e in stored) == sorted(
         e.event_id for e in first_run["events"] + first_run["too_late"])
-    by_id = {e.event_id: e for e in first_run["events"]}
+    by_id = {e.event_id: e for e in first_run["events"] + first_run["too_late"]}
     for entity in stored[:50]:
         event = by_id[entity.key.name]
         assert entity["correct"] == event.correct
         assert list(entity["features"]) == list(event.features)
 
 
+def _refusals(letters):
+    return [m for m in letters if m.attributes.get("rotwatch_stage") != "late"]
+
+
 def test_every_invalid_message_is_dead_lettered_with_its_payload(first_run):
-    letters = first_run["letters"]
+    letters = _refusals(first_run["letters"])
     assert sorted(m.data for m in letters) == sorted(d for d, _ in first_run["invalid"])
     stages = sorted((m.attributes["rotwatch_stage"], m.attributes["rotwatch_field"])
                     for m in letters)
@@ -229,9 +233,22 @@ def test_every_invalid_message_is_dead_lettered_with_its_payload(first_run):
     assert all(m.attributes["rotwatch_reason"] for m in letters)
 
 
-def test_feedback_too_late_for_any_window_is_counted_not_dropped_silently(first_run):
-    # Stored (test above), left out of every window (truth excludes it), counted.
+def test_feedback_too_late_for_any_window_is_reported_late_not_dropped_silently(
+        first_run):
+    # Stored (test above), left out of every window (truth excludes it), counted and
+    # reported on the dead-letter topic as late, with the command that counts it.
     assert first_run["too_late_counted"] == N_TOO_LATE
+    late = [m for m in first_run["letters"] if m.attributes.get("rotwatch_stage") == "late"]
+    assert sorted(m.attributes["event_id"] for m in late) == sorted(
+        e.event_id for e in first_run["too_late"])
+    by_id = {e.event_id: e for e in first_run["too_late"]}
+    for m in late:
+        event = by_id[m.attributes["event_id"]]
+        assert FeedbackEvent.from_json(m.data) == event
+        assert m.attributes["rotwatch_field"] == "event_time"
+        reason = m.attributes["rotwatch_reason"]
+        assert reason.startswith("too late for any window") and event.event_id in reason
+        assert "rotwatch pipeline recompute --start " in reason
 
 
 def test_window_metrics_count_every_unique_event_despite_lateness(first_run):
