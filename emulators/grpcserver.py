@@ -14,7 +14,8 @@ from typing import Callable, Mapping
 
 import grpc
 
-__all__ = ["GrpcEmulator", "PortInUseError", "free_port", "unary", "stream_stream"]
+__all__ = ["GrpcEmulator", "PortInUseError", "free_port", "unary", "stream_stream",
+           "foreground_parser", "run_in_foreground"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -140,3 +141,29 @@ class GrpcEmulator(abc.ABC):
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def foreground_parser(doc: str, default_port: int):
+    """The ``python -m emulators.<one>`` parser: ``--host`` and ``--port``; the
+    module's docstring's first line is its description."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=default_port,
+                        help=f"port to listen on (default {default_port}; 0 = any free)")
+    return parser
+
+
+def run_in_foreground(emulator: GrpcEmulator, env_var: str) -> None:
+    """Start ``emulator``, print the ``export`` line for ``env_var``, serve until
+    Ctrl-C, then stop it."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    emulator.start()
+    print(f"export {env_var}={emulator.address}", flush=True)
+    try:
+        emulator.wait()
+    except KeyboardInterrupt:
+        _LOGGER.info("%s stopping", emulator.name)
+    finally:
+        emulator.stop()

@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 
-from rotwatch.config import Settings
+from rotwatch.config import add_settings_flags, settings_from_args
 
 __all__ = ["register", "run_command", "DEFAULT_PORT"]
 
@@ -43,10 +43,7 @@ def register(subparsers) -> None:
                           "container)")
     run.add_argument("--port", type=int, default=None,
                      help=f"port (default $PORT, else {DEFAULT_PORT})")
-    run.add_argument("--project", help="Google Cloud project (default: ROTWATCH_PROJECT, "
-                                       "GOOGLE_CLOUD_PROJECT, or local-project)")
-    run.add_argument("--model-root", help="where model artifacts live, a folder or "
-                                          "gs://bucket/prefix (default ROTWATCH_MODEL_ROOT)")
+    add_settings_flags(run, "project", "namespace", "model_root")
     run.add_argument("--token-file", metavar="FILE",
                      help="file holding the bearer token for feedback and admin routes "
                           "(default: $ROTWATCH_GATEWAY_TOKEN; neither: no auth)")
@@ -79,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from publishers.gateway import GatewayConfig, create_app
 
-    settings = Settings.from_env(project=args.project, model_root=args.model_root)
+    settings = settings_from_args(args)
     try:
         config = GatewayConfig.from_env(auth_token=_read_token(args.token_file),
                                         max_body_bytes=args.max_body_bytes,

@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Iterator
 
-from rotwatch.config import Settings
+from rotwatch.config import add_settings_flags, settings_from_args
 from rotwatch.events import FeedbackEvent, InvalidEvent, format_time
 
 __all__ = ["register", "publish_command", "read_events", "publish_file"]
@@ -39,8 +39,7 @@ def register(subparsers) -> None:
                     "file to the feedback topic.")
     parser.add_argument("--file", required=True, metavar="FILE",
                         help="JSON lines, one event per line ('-' for standard input)")
-    parser.add_argument("--project", help="Google Cloud project (default: "
-                        "ROTWATCH_PROJECT, GOOGLE_CLOUD_PROJECT, or local-project)")
+    add_settings_flags(parser, "project")
     parser.add_argument("--topic", metavar="projects/<p>/topics/<t>",
                         help="topic to publish to (default: the project's feedback topic)")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -121,7 +120,7 @@ def publish_file(lines: list[str], publisher, skip_invalid: bool = False,
 def publish_command(args: argparse.Namespace) -> int:
     from publishers.feedback_client import FeedbackPublisher, PublishError
 
-    settings = Settings.from_env(project=args.project)
+    settings = settings_from_args(args)
     try:
         if args.file == "-":
             lines = sys.stdin.readlines()

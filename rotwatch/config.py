@@ -21,7 +21,8 @@ import dataclasses
 import os
 import re
 
-__all__ = ["Settings", "TOPICS", "SUBSCRIPTIONS", "DEFAULT_PROJECT"]
+__all__ = ["Settings", "TOPICS", "SUBSCRIPTIONS", "DEFAULT_PROJECT", "add_settings_flags",
+           "settings_from_args"]
 
 DEFAULT_PROJECT = "local-project"
 DEFAULT_HOME = ".rotwatch"
@@ -97,3 +98,26 @@ class Settings:
     def uses_emulators(self) -> bool:
         return bool(os.environ.get("PUBSUB_EMULATOR_HOST")
                     or os.environ.get("DATASTORE_EMULATOR_HOST"))
+
+
+# The flags every command that reaches the project shares, and their help.
+_FLAG_HELP = {
+    "project": "Google Cloud project (default: ROTWATCH_PROJECT, GOOGLE_CLOUD_PROJECT, "
+               "or local-project)",
+    "namespace": "Datastore namespace (default: ROTWATCH_NAMESPACE, else none)",
+    "model_root": "where model artifacts live: a folder or gs://bucket/prefix (default: "
+                  "ROTWATCH_MODEL_ROOT, else .rotwatch/models)",
+}
+
+
+def add_settings_flags(parser, *names: str) -> None:
+    """Add ``--project`` / ``--namespace`` / ``--model-root`` (those named, default
+    all) to an argparse parser; :func:`settings_from_args` reads them back."""
+    for name in names or tuple(_FLAG_HELP):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name,
+                            help=_FLAG_HELP[name])
+
+
+def settings_from_args(args) -> "Settings":
+    """:meth:`Settings.from_env` with the settings flags a command was given winning."""
+    return Settings.from_env(**{name: getattr(args, name, None) for name in _FLAG_HELP})

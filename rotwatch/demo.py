@@ -26,7 +26,6 @@ Written to ``<out>``: ``summary.json``, ``accuracy.png``, ``inputs.png``,
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -41,6 +40,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence, TextIO
 
+from rotwatch.environ import scoped_environ
 from rotwatch.events import format_time
 
 __all__ = [
@@ -557,23 +557,6 @@ class _StackWatcher:
             self.console.say(f"{name}: {line.strip()[:200]}")
 
 
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str], drop: Sequence[str] = ()):
-    """These variables set (and ``drop`` unset) inside the block, restored after."""
-    saved = {k: os.environ.get(k) for k in (*values, *drop)}
-    for key in drop:
-        os.environ.pop(key, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "rotwatch.cli", *args]
 
@@ -778,7 +761,7 @@ def _run_story(config: DemoConfig, paths: Mapping[str, str], console: _Console):
                         "feedback events published; waiting for the pipeline to store "
                         "them")
             # a user's cloud credentials must not mix with the emulators
-            with _environment(stack_env(stack), drop=("GOOGLE_APPLICATION_CREDENTIALS",)):
+            with scoped_environ(stack_env(stack), drop=("GOOGLE_APPLICATION_CREDENTIALS",)):
                 summary, report = _collect(config, settings, events, published, paths,
                                            console, abort)
             mutation_time = summary.pop("_mutation_time")

@@ -21,7 +21,7 @@ import logging
 import os
 import textwrap
 
-from rotwatch.config import Settings
+from rotwatch.config import add_settings_flags, settings_from_args
 from rotwatch.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 
 __all__ = ["register", "read_training_file"]
@@ -37,29 +37,16 @@ MIN_TRAIN_ROWS = 20
 VALUE_WIDTH = 80
 
 
-def _settings(args) -> Settings:
-    return Settings.from_env(project=args.project, namespace=args.namespace,
-                             model_root=args.model_root)
-
-
 def _registry(args, publish: bool = True):
     from rotwatch.registry import Registry
     from rotwatch.report import ReportError, make_client
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     try:  # fails in seconds, naming the fix, if no emulator or credentials are there
         client = make_client(settings)
     except ReportError as exc:
         raise SystemExit(f"rotwatch model: {exc}") from None
     return Registry(settings, client=client, publish=publish)
-
-
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", help="Google Cloud project (default: "
-                        "ROTWATCH_PROJECT, GOOGLE_CLOUD_PROJECT or local-project)")
-    parser.add_argument("--namespace", help="Datastore namespace (ROTWATCH_NAMESPACE)")
-    parser.add_argument("--model-root", help="where artifacts live: a folder or "
-                        "gs://bucket/prefix (ROTWATCH_MODEL_ROOT, default .rotwatch/models)")
 
 
 def register(subparsers) -> None:
@@ -70,7 +57,7 @@ def register(subparsers) -> None:
     commands.required = True
 
     train = commands.add_parser("train", help="train and register a version from a file")
-    _add_settings(train)
+    add_settings_flags(train)
     train.add_argument("--model", required=True, help="model name, e.g. zombies")
     train.add_argument("--data", required=True,
                        help="CSV with a header row, or .npz with arrays x and y")
@@ -86,19 +73,19 @@ def register(subparsers) -> None:
     train.set_defaults(func=train_command)
 
     lst = commands.add_parser("list", help="models, or the versions of one model")
-    _add_settings(lst)
+    add_settings_flags(lst)
     lst.add_argument("--model", help="list this model's versions")
     lst.set_defaults(func=list_command)
 
     show = commands.add_parser("show", help="one version in full, and default history")
-    _add_settings(show)
+    add_settings_flags(show)
     show.add_argument("--model", required=True)
     show.add_argument("--version", help="default: the model's default version")
     show.set_defaults(func=show_command)
 
     setdef = commands.add_parser("set-default", help="point the default at a version "
                                  "(also how to roll back)")
-    _add_settings(setdef)
+    add_settings_flags(setdef)
     setdef.add_argument("--model", required=True)
     setdef.add_argument("--version", required=True, help="e.g. v1")
     setdef.add_argument("--reason", default="", help="why (kept in the history)")

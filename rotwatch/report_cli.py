@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-from rotwatch.config import Settings
+from rotwatch.config import add_settings_flags, settings_from_args
 from rotwatch.events import InvalidEvent, format_time, parse_time
 
 __all__ = ["register", "report_command", "write_report", "split_point"]
@@ -44,8 +44,7 @@ def register(subparsers) -> None:
                         help="first event time to include, e.g. 2026-12-03T10:00:00Z")
     parser.add_argument("--until", metavar="RFC3339",
                         help="event time to stop before (exclusive)")
-    parser.add_argument("--project", help="Google Cloud project (default: "
-                        "ROTWATCH_PROJECT, GOOGLE_CLOUD_PROJECT, or local-project)")
+    add_settings_flags(parser, "project", "namespace")
     parser.add_argument("--max-feedback", type=int, default=None, metavar="N",
                         help="newest feedback rows to read for inputs.png and counts "
                              "(default 20000)")
@@ -110,7 +109,7 @@ def report_command(args: argparse.Namespace) -> int:
         print(f"rotwatch report: {exc}", file=sys.stderr)
         return 2
     try:
-        settings = Settings.from_env(project=args.project)
+        settings = settings_from_args(args)
     except ValueError as exc:
         print(f"rotwatch report: {exc}", file=sys.stderr)
         return 2

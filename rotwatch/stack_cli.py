@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from rotwatch.config import Settings
+from rotwatch.config import add_settings_flags, settings_from_args
 from rotwatch.resources import ensure_pubsub_resources
 
 __all__ = ["register"]
@@ -26,8 +26,7 @@ def register(subparsers) -> None:
         "setup", help="create missing topics and subscriptions (idempotent)",
         description="Create rotwatch's Pub/Sub topics and subscriptions, with "
                     "dead-letter policies, where they are missing.")
-    parser.add_argument("--project", help="Google Cloud project (default: "
-                        "ROTWATCH_PROJECT, GOOGLE_CLOUD_PROJECT, or local-project)")
+    add_settings_flags(parser, "project")
     parser.set_defaults(func=setup_command)
 
     up = subparsers.add_parser(
@@ -66,7 +65,7 @@ def stack_config(args: argparse.Namespace, project: str = "local-project"):
 
 
 def setup_command(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(project=args.project)
+    settings = settings_from_args(args)
     result = ensure_pubsub_resources(settings)
     for name in result["created"]:
         print(f"created  {name}")

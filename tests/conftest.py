@@ -1,7 +1,6 @@
 """Shared fixtures: real local emulators on free ports, started once per session."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -12,17 +11,9 @@ PROJECT = "local-project"
 def emulators():
     """Both emulators (Datastore in memory), with the *_EMULATOR_HOST variables set."""
     from emulators.local import LocalEmulators
-    with LocalEmulators(in_memory=True) as stack:
-        saved = {k: os.environ.get(k) for k in stack.env}
-        os.environ.update(stack.env)
-        try:
-            yield stack
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    from rotwatch.environ import scoped_environ
+    with LocalEmulators(in_memory=True) as stack, scoped_environ(stack.env):
+        yield stack
 
 
 @pytest.fixture(scope="session")

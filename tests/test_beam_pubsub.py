@@ -8,7 +8,6 @@ which go anonymous under PUBSUB_EMULATOR_HOST, so no credential lookup is made.
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -20,6 +19,7 @@ from apache_beam.runners.runner import PipelineState
 from google.cloud import pubsub_v1
 
 from emulators.pubsub import PubSubEmulator
+from rotwatch.environ import scoped_environ
 
 PROJECT = "local-project"
 MESSAGES = 200
@@ -29,19 +29,9 @@ DEADLINE_S = 90.0
 
 @pytest.fixture(scope="module")
 def emulator():
-    with PubSubEmulator() as server:
-        saved = {k: os.environ.get(k) for k in ("PUBSUB_EMULATOR_HOST",
-                                                 "PUBSUB_PROJECT_ID")}
-        os.environ["PUBSUB_EMULATOR_HOST"] = server.address
-        os.environ["PUBSUB_PROJECT_ID"] = PROJECT
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with PubSubEmulator() as server, scoped_environ(
+            {"PUBSUB_EMULATOR_HOST": server.address, "PUBSUB_PROJECT_ID": PROJECT}):
+        yield server
 
 
 def tag_message(message: PubsubMessage) -> PubsubMessage:

@@ -291,11 +291,11 @@ def test_story_plots_draw_judged_windows_and_the_first_versions_inputs(tmp_path)
 
 def test_environment_sets_drops_and_restores(monkeypatch):
     import os
-    from rotwatch.demo import _environment
+    from rotwatch.environ import scoped_environ
 
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/keys/user.json")
     monkeypatch.delenv("DATASTORE_EMULATOR_HOST", raising=False)
-    with _environment({"DATASTORE_EMULATOR_HOST": "127.0.0.1:1"},
+    with scoped_environ({"DATASTORE_EMULATOR_HOST": "127.0.0.1:1"},
                       drop=("GOOGLE_APPLICATION_CREDENTIALS",)):
         assert os.environ["DATASTORE_EMULATOR_HOST"] == "127.0.0.1:1"
         assert "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ

@@ -13,18 +13,10 @@ import argparse
 import signal
 import threading
 
-from rotwatch.config import Settings
+from rotwatch.config import Settings, add_settings_flags, settings_from_args
 from rotwatch.estimators import ESTIMATORS
 
 __all__ = ["register"]
-
-
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", help="Google Cloud project (default: "
-                        "ROTWATCH_PROJECT, GOOGLE_CLOUD_PROJECT or local-project)")
-    parser.add_argument("--namespace", help="Datastore namespace (ROTWATCH_NAMESPACE)")
-    parser.add_argument("--model-root", help="where artifacts live: a folder or "
-                        "gs://bucket/prefix (ROTWATCH_MODEL_ROOT, default .rotwatch/models)")
 
 
 def register(subparsers) -> None:
@@ -37,7 +29,7 @@ def register(subparsers) -> None:
     commands.required = True
 
     run = commands.add_parser("run", help="subscribe to model-rot and handle rot events")
-    _add_settings(run)
+    add_settings_flags(run)
     run.add_argument("--min-rows", type=int, default=defaults.min_rows,
                      help=f"usable feedback rows needed to train (default {defaults.min_rows})")
     run.add_argument("--margin", type=float, default=defaults.margin,
@@ -67,15 +59,10 @@ def register(subparsers) -> None:
     run.set_defaults(func=run_command)
 
     jobs = commands.add_parser("jobs", help="list recent training jobs")
-    _add_settings(jobs)
+    add_settings_flags(jobs)
     jobs.add_argument("--model", help="only this model")
     jobs.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
     jobs.set_defaults(func=jobs_command)
-
-
-def _settings(args) -> Settings:
-    return Settings.from_env(project=args.project, namespace=args.namespace,
-                             model_root=args.model_root)
 
 
 def _client(settings: Settings):
@@ -102,7 +89,7 @@ def run_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    settings = _settings(args)
+    settings = settings_from_args(args)
     try:
         TrainerService(settings, config, client=_client(settings)).run(stop)
     except ServiceError as exc:
@@ -115,7 +102,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     from trainer.jobs import JobStore
 
     rows = []
-    for job in JobStore(_client(_settings(args))).list(args.model, args.limit):
+    for job in JobStore(_client(settings_from_args(args))).list(args.model, args.limit):
         rows.append([job.rot_id, job.state, job.produced_version or "",
                      "" if job.candidate_accuracy is None else f"{job.candidate_accuracy:.4f}",
                      "" if job.current_accuracy is None else f"{job.current_accuracy:.4f}",

@@ -21,8 +21,10 @@ import threading
 import time
 
 from faultkit.outcome import Outcome
-from faultkit.procs import CliProcess, emulators_cmd, environment
+from faultkit.procs import CliProcess, emulators_cmd
 from faultkit.stores import feedback_ids, put_entities
+
+from rotwatch.environ import scoped_environ
 
 __all__ = ["emulator_restart", "INVARIANT"]
 
@@ -150,7 +152,7 @@ def emulator_restart(workdir: str, feedback_rows: int = 2000, outage_s: float = 
 
     emu = start()
     try:
-        with environment(env):
+        with scoped_environ(env):
             settings = Settings(project=PROJECT, model_root=os.path.join(workdir, "models"))
             ensure_pubsub_resources(settings)
             client = datastore.Client(project=PROJECT)

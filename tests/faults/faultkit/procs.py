@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Iterable, Mapping
 
-__all__ = ["CliProcess", "cli", "emulators_cmd", "stack_env", "environment",
+__all__ = ["CliProcess", "cli", "emulators_cmd", "stack_env",
            "ProcessFailed", "log_of"]
 
 # After SIGTERM, how long a process may take to stop before it is killed.
@@ -66,21 +66,6 @@ def stack_env(project: str, model_root: str, home: str | None = None,
     if datastore:
         env["DATASTORE_EMULATOR_HOST"] = datastore
     return env
-
-
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]):
-    """Set ``values`` in ``os.environ`` (where the official clients look) for a while."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 class CliProcess:

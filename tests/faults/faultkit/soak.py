@@ -22,8 +22,10 @@ import threading
 import time
 
 from faultkit.outcome import Outcome
-from faultkit.procs import CliProcess, cli, environment
+from faultkit.procs import CliProcess, cli
 from faultkit.stores import feedback_ids, pull_all, wait_until
+
+from rotwatch.environ import scoped_environ
 
 __all__ = ["soak", "INVARIANT", "Limits"]
 
@@ -122,7 +124,7 @@ def soak(workdir: str, seconds: float = 40.0, warmup_s: float = 12.0, rate: floa
             if name:
                 processes[name] = child
         c["components"] = sorted(processes)
-        with environment(stack_env(stack)):
+        with scoped_environ(stack_env(stack)):
             settings = Settings(project=stack.project, model_root=stack.model_root,
                                 home=home)
             register_zombies(Registry(settings), model="zombies", set_default=True)
