@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo emulators bench clean
+.PHONY: help install lint test demo emulators bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,7 +28,10 @@ $(STAMP): setup.py
 
 install: $(STAMP) ## create .venv and install rotwatch with its test extras (quick when done)
 
-test: $(STAMP) ## run the test suite (installs first if needed)
+lint: $(STAMP) ## pyflakes over every package, the tests and the benchmarks
+	$(BIN)/python -m pyflakes setup.py rotwatch publishers pipelines trainer emulators tests bench
+
+test: lint ## lint, then run the test suite (installs first if needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP) ## the zombie story end to end on a private local stack (~2.5 min), results in .rotwatch/demo/

@@ -36,6 +36,8 @@ EXTRAS_REQUIRE = {
         "httpx>=0.28,<1",
         # fuzzes the gateway from its own OpenAPI description
         "schemathesis>=4.32,<5",
+        # `make lint` (run by `make test`): unused imports, undefined names
+        "pyflakes>=3.2,<5",
     ],
     # peers that the benchmarks in bench/ compare against
     "bench": [
