@@ -4,14 +4,22 @@ Artifacts go through Beam's :class:`~apache_beam.io.filesystems.FileSystems`, so
 model root is a local folder by default (``.rotwatch/models``) and ``gs://bucket/prefix``
 in the cloud, with the same code. Layout::
 
-    <model root>/<model>/<version>/model.joblib
+    <model root>/<model>/<version>/<sha256>/model.joblib
+
+The path names the file's own sha256 (content addressing): two attempts that write
+an artifact for the same version (a trainer that stalled past its lease and the one
+that took its job over) never write different bytes to one path, and a path, once
+written, always holds the same bytes. The registry records which of them is the
+version's (:meth:`rotwatch.registry.Registry.register_version_once`); the other is
+deleted by its writer, or, if that writer died, left unreferenced.
 
 Loading a joblib (pickle) file executes code, so a file is only unpickled after its
 sha256 matches the one the registry recorded when it was written. A mismatch raises
 :class:`ArtifactIntegrityError` and nothing is loaded: the caller keeps what it had.
 
->>> uri = artifact_uri("/tmp/models", "zombies", "v1")
->>> sha = save_estimator(uri, {"any": "picklable object"})
+>>> data = serialize({"any": "picklable object"})
+>>> uri = artifact_uri("/tmp/models", "zombies", "v1", sha256_hex(data))
+>>> sha = write_artifact(uri, data)
 >>> load_estimator(uri, sha)
 {'any': 'picklable object'}
 """
@@ -21,12 +29,13 @@ import hashlib
 import io
 import logging
 import os
+import re
 import threading
 import uuid
 
 __all__ = ["ARTIFACT_NAME", "ArtifactError", "ArtifactNotFound", "ArtifactIntegrityError",
            "artifact_uri", "serialize", "sha256_hex", "write_artifact", "read_artifact",
-           "save_estimator", "load_estimator", "warm_up"]
+           "delete_artifact", "save_estimator", "load_estimator", "warm_up"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ COMPRESS = 3
 # Read in 1 MiB chunks: GCS reads are ranged requests, local reads do not care.
 _CHUNK = 1 << 20
 _IMPORT_LOCK = threading.Lock()
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactError(RuntimeError):
@@ -80,12 +90,19 @@ def _absolute(root: str) -> str:
     return os.path.abspath(root)
 
 
-def artifact_uri(model_root: str, model: str, version: str) -> str:
-    """``<root>/<model>/<version>/model.joblib``, absolute for local roots."""
+def artifact_uri(model_root: str, model: str, version: str, sha256: str) -> str:
+    """``<root>/<model>/<version>/<sha256>/model.joblib``, absolute for local roots.
+
+    ``sha256`` is the hex digest of the bytes to be written there
+    (:func:`sha256_hex`), so different bytes never share a path.
+    """
     if not model_root:
         raise ValueError("model_root is empty: set --model-root or ROTWATCH_MODEL_ROOT")
+    if not _SHA256.fullmatch(sha256 or ""):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits (sha256_hex of the "
+                         f"artifact's bytes), got {sha256!r}")
     FileSystems, _ = _filesystems()
-    return FileSystems.join(_absolute(model_root), model, version, ARTIFACT_NAME)
+    return FileSystems.join(_absolute(model_root), model, version, sha256, ARTIFACT_NAME)
 
 
 def serialize(estimator) -> bytes:
@@ -100,20 +117,39 @@ def sha256_hex(data: bytes) -> str:
 
 
 def write_artifact(uri: str, data: bytes) -> str:
-    """Write ``data`` to ``uri`` (via a temporary name, then rename); its sha256."""
+    """Write ``data`` to ``uri`` (via a temporary name, then rename); its sha256.
+
+    If ``uri`` already holds exactly ``data`` (another attempt wrote the same bytes to
+    the same content-addressed path), it is left as it is: a reader never finds it
+    missing. A file there with other bytes (altered) is replaced.
+    """
     FileSystems, CompressionTypes = _filesystems()
+    digest = sha256_hex(data)
     partial = f"{uri}.partial-{uuid.uuid4().hex[:8]}"
     try:
+        if FileSystems.exists(uri):
+            try:
+                read_artifact(uri, digest)
+            except (ArtifactIntegrityError, ArtifactNotFound):
+                pass  # altered since it was written (or just deleted): written below
+            else:
+                _LOGGER.info("step=write-artifact uri=%s bytes=%d sha256=%s "
+                             "outcome=exists", uri, len(data), digest)
+                return digest
         with FileSystems.create(partial, mime_type="application/octet-stream",
                                 compression_type=CompressionTypes.UNCOMPRESSED) as out:
             out.write(data)
-        if FileSystems.exists(uri):
-            FileSystems.delete([uri])
-        FileSystems.rename([partial], [uri])
+        try:
+            # replaces an existing file in one step (POSIX rename, GCS copy)
+            FileSystems.rename([partial], [uri])
+        except OSError:
+            if not FileSystems.exists(uri):
+                raise
+            FileSystems.delete([uri])   # a file system that will not replace
+            FileSystems.rename([partial], [uri])
     except OSError as exc:  # BeamIOError is an OSError
         raise ArtifactError(f"could not write artifact {uri}: {exc}; check that the "
                             "model root is writable (--model-root)") from exc
-    digest = sha256_hex(data)
     _LOGGER.info("step=write-artifact uri=%s bytes=%d sha256=%s", uri, len(data), digest)
     return digest
 
@@ -144,6 +180,27 @@ def read_artifact(uri: str, expected_sha256: str) -> bytes:
                       uri, expected_sha256, actual)
         raise ArtifactIntegrityError(uri, expected_sha256, actual)
     return data
+
+
+def delete_artifact(uri: str) -> bool:
+    """Delete an artifact no version refers to (best effort): whether it is gone.
+
+    A local file's folder (``<version>/<sha256>/``) goes too if that leaves it empty.
+    """
+    FileSystems, _ = _filesystems()
+    try:
+        if FileSystems.exists(uri):
+            FileSystems.delete([uri])
+        if "://" not in uri:
+            folder = os.path.dirname(uri)
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+    except OSError as exc:
+        _LOGGER.warning("step=delete-artifact uri=%s outcome=failed error=%s (an "
+                        "unreferenced file stays behind; nothing loads it)", uri, exc)
+        return False
+    _LOGGER.info("step=delete-artifact uri=%s outcome=deleted", uri)
+    return True
 
 
 def save_estimator(uri: str, estimator) -> str:

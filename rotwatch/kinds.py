@@ -31,7 +31,12 @@ Property names (all kinds store times as aware UTC datetimes):
   (unindexed JSON text; ``holdout_accuracy`` among them), reference_stats (unindexed JSON text, see
   :func:`rotwatch.stats.reference_statistics`), train_start, train_end, train_rows,
   parent_version, created_at, created_by, status (``pending`` while its artifact is
-  written, then ``ready``; ``abandoned`` if the write failed — only ``ready`` loads).
+  written, then ``ready``; ``abandoned`` if the write failed or its artifact was later
+  found altered or missing, with the reason in status_reason (unindexed) — only
+  ``ready`` loads). The artifact is
+  ``<root>/<model>/<version>/<sha256>/model.joblib`` (:mod:`rotwatch.artifacts`). A
+  trainer has at most one pending-or-ready version per ``created_by="rot:<rot id>"``
+  (:meth:`rotwatch.registry.Registry.register_version_once`).
 * ``WindowMetric``: model, version, window_start, window_end, n, correct, accuracy,
   lower, upper, drift (unindexed JSON text), pane (``early``/``on_time``/``late``),
   updated_at.

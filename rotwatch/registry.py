@@ -13,8 +13,27 @@ model root (:mod:`rotwatch.artifacts`):
 Version numbers are allocated in a transaction that also rewrites the ``Model``
 entity, so two trainers registering at once conflict, and the loser retries with
 the next number: two registrations never share a number. A version is written as
-``pending``, its artifact is written, then it becomes ``ready``; only ready versions
-load or become the default.
+``pending``, its artifact is written (to a path naming its sha256, see
+:mod:`rotwatch.artifacts`), then it becomes ``ready`` in a transaction that sets the
+status, artifact URI, sha256 and description together, only if it is still pending;
+only ready versions load or become the default.
+
+Once per creator (:meth:`Registry.register_version_once`, what the trainer uses with
+``created_by="rot:<rot id>"``, so a rot event handled twice makes one version): the
+allocation transaction first looks, with an ancestor query in the same transaction,
+for a version of that creator that is ``pending`` or ``ready``.
+
+* ``ready`` — that version is the result (``outcome="exists"``), once its artifact
+  passes its sha256 check; one that fails it (altered or missing) is marked
+  ``abandoned`` with the reason, in a transaction, and a new number is allocated.
+* ``pending`` — an earlier attempt allocated it and stopped (or is still writing):
+  this attempt writes its own artifact and completes that same version
+  (``outcome="completed"``). If two attempts race, the first to mark it ready wins;
+  the other gets the winner's record (``outcome="exists"``) and deletes its own,
+  never-referenced file. A worker that died leaves at most an unreferenced file.
+* none — a new number, as above (``outcome="registered"``).
+
+A person's registration (``rotwatch model train``) always makes a new version.
 
 Every change of a default version publishes a :class:`~rotwatch.events.ModelUpdate`
 to ``model-updates`` (pass ``publish=False`` to skip, or your own ``publisher``).
@@ -42,14 +61,30 @@ from rotwatch.transactions import run_in_transaction
 __all__ = [
     "Registry", "ModelRecord", "VersionRecord", "DefaultChangeRecord", "LoadedModel",
     "RegistryError", "ModelNotFound", "VersionNotFound", "VersionNotReady",
-    "UpdateNotPublished", "DefaultChanged", "describe", "STATUS_PENDING", "STATUS_READY", "STATUS_ABANDONED",
+    "UpdateNotPublished", "DefaultChanged", "Registration", "describe", "STATUS_PENDING",
+    "STATUS_READY", "STATUS_ABANDONED", "OUTCOME_REGISTERED", "OUTCOME_COMPLETED",
+    "OUTCOME_EXISTS",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
-STATUS_PENDING = "pending"      # number allocated, artifact being written
+# pending: number allocated, artifact being written (if its writer stopped, the same
+# creator's next once-per-creator registration completes it)
+STATUS_PENDING = "pending"
 STATUS_READY = "ready"          # artifact written and verified: loadable, promotable
-STATUS_ABANDONED = "abandoned"  # the artifact write failed; the number stays used
+# abandoned: never to be used — its artifact write failed (a person's registration),
+# or its artifact was found altered or missing (``status_reason`` says which); the
+# number stays used
+STATUS_ABANDONED = "abandoned"
+# What register_version_once did (Registration.outcome)
+OUTCOME_REGISTERED = "registered"   # a new version, with this call's artifact
+OUTCOME_COMPLETED = "completed"     # the creator's pending version, with this artifact
+OUTCOME_EXISTS = "exists"           # the creator's ready version; this artifact unused
+# Rounds of register_version_once: each extra round follows a version of the creator
+# becoming unusable (abandoned) meanwhile; more than a few means something is wrong.
+MAX_REGISTER_ROUNDS = 5
+# status_reason is unindexed text; keep it to a readable length
+MAX_REASON_CHARS = 1500
 # Datastore's limit for one unindexed property is 1,048,487 bytes and an entity's is
 # 1 MiB; leave room for the other properties of the version.
 MAX_JSON_BYTES = 900_000
@@ -166,6 +201,7 @@ class VersionRecord:
     parent_version: str | None
     created_at: dt.datetime
     created_by: str
+    status_reason: str = ""       # why it is abandoned (empty otherwise)
 
     @classmethod
     def from_entity(cls, entity) -> "VersionRecord":
@@ -185,7 +221,8 @@ class VersionRecord:
             train_rows=int(entity.get("train_rows") or 0),
             parent_version=entity.get("parent_version"),
             created_at=_aware(entity.get("created_at")),
-            created_by=entity.get("created_by") or "")
+            created_by=entity.get("created_by") or "",
+            status_reason=entity.get("status_reason") or "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +241,19 @@ class DefaultChangeRecord:
                    changed_by=entity.get("changed_by") or "",
                    reason=entity.get("reason") or "",
                    changed_at=_aware(entity["changed_at"]))
+
+
+class Registration(NamedTuple):
+    """What :meth:`Registry.register_version_once` did.
+
+    ``outcome`` is :data:`OUTCOME_REGISTERED`, :data:`OUTCOME_COMPLETED` or
+    :data:`OUTCOME_EXISTS`; ``abandoned`` names the creator's versions found unusable
+    (artifact altered or missing) and marked abandoned on the way.
+    """
+
+    record: VersionRecord
+    outcome: str
+    abandoned: tuple = ()
 
 
 class LoadedModel(NamedTuple):
@@ -298,11 +348,16 @@ class Registry:
                       key=lambda v: v.number)
 
     def find_versions(self, model: str, created_by: str) -> list[VersionRecord]:
-        """Versions one creator made (the trainer asks this for idempotency)."""
+        """Versions one creator made, any status (see also register_version_once)."""
+        return sorted((VersionRecord.from_entity(e)
+                       for e in self._creator_query(model, created_by).fetch()),
+                      key=lambda v: v.number)
+
+    def _creator_query(self, model: str, created_by: str):
+        # Ancestor + equality: served by built-in indexes, allowed in a transaction.
         query = self.client.query(kind=kinds.MODEL_VERSION, ancestor=self._model_key(model))
         query.add_filter(filter=_property_filter("created_by", "=", created_by))
-        return sorted((VersionRecord.from_entity(e) for e in query.fetch()),
-                      key=lambda v: v.number)
+        return query
 
     def history(self, model: str) -> list[DefaultChangeRecord]:
         """Changes of the default pointer, oldest first."""
@@ -334,11 +389,87 @@ class Registry:
             parent_version: str | None = None) -> VersionRecord:
         """Allocate the next version number, write the artifact, mark it ready.
 
+        Every call makes a new version (a person's registration); for "one version
+        per creator, however often asked" use :meth:`register_version_once`.
+
         ``X_reference`` are the training inputs: the reference feature statistics for
         drift are computed from them (:func:`rotwatch.stats.reference_statistics`).
         ``baseline_accuracy`` is what the pipeline compares live accuracy against: the
         holdout accuracy.
         """
+        data, properties = self._prepare(
+            model, fitted, estimator=estimator, X_reference=X_reference,
+            baseline_accuracy=baseline_accuracy, created_by=created_by, params=params,
+            metrics=metrics, train_start=train_start, train_end=train_end,
+            train_rows=train_rows, parent_version=parent_version)
+        allocated, _ = self._allocate(model, properties)
+        record, won = self._write_and_complete(model, allocated.version, data, properties,
+                                               abandon_if_unwritten=True)
+        if not won:
+            raise RegistryError(f"{model} {record.version} became {record.status!r} "
+                                "while this registration was writing it; register again")
+        self._log_registered(record, OUTCOME_REGISTERED)
+        return record
+
+    def register_version_once(
+            self, model: str, fitted, *, estimator: str, X_reference,
+            baseline_accuracy: float, created_by: str, params: dict | None = None,
+            metrics: dict | None = None, train_start: dt.datetime | None = None,
+            train_end: dt.datetime | None = None, train_rows: int | None = None,
+            parent_version: str | None = None) -> Registration:
+        """Register ``fitted`` unless ``created_by`` already has a usable version.
+
+        Same arguments as :meth:`register_version`. However many times and however
+        concurrently it is called with one ``created_by`` (a trainer retrying a rot
+        event, a stalled trainer and the one that took its job over), one version
+        results: see the module docstring for the protocol. Returns a
+        :class:`Registration`; its ``record`` is ready and its artifact matched its
+        sha256 when checked. Raises :class:`RegistryError` if the creator's version is
+        unusable but is the model's default (it is not abandoned then: roll back
+        first), and :class:`~rotwatch.artifacts.ArtifactError` if this call's
+        artifact could not be written (the version stays pending, for the creator's
+        next attempt to complete).
+        """
+        data, properties = self._prepare(
+            model, fitted, estimator=estimator, X_reference=X_reference,
+            baseline_accuracy=baseline_accuracy, created_by=created_by, params=params,
+            metrics=metrics, train_start=train_start, train_end=train_end,
+            train_rows=train_rows, parent_version=parent_version)
+        abandoned: list[str] = []
+        for _ in range(MAX_REGISTER_ROUNDS):
+            found, allocated = self._allocate(model, properties, once_per_creator=True)
+            if found.status == STATUS_READY:
+                problem = self._unusable(found)
+                if problem is None:
+                    self._log_registered(found, OUTCOME_EXISTS)
+                    return Registration(found, OUTCOME_EXISTS, tuple(abandoned))
+                self._abandon(model, found.version, problem, expect_status=STATUS_READY,
+                              expect_sha256=found.sha256)
+                abandoned.append(found.version)
+                continue
+            # a failed write leaves it pending: the creator's next attempt completes it
+            record, won = self._write_and_complete(model, found.version, data, properties,
+                                                   abandon_if_unwritten=False)
+            if won:
+                outcome = OUTCOME_REGISTERED if allocated else OUTCOME_COMPLETED
+                self._log_registered(record, outcome)
+                return Registration(record, outcome, tuple(abandoned))
+            if record.status == STATUS_READY:   # another attempt completed it first
+                self._log_registered(record, OUTCOME_EXISTS)
+                return Registration(record, OUTCOME_EXISTS, tuple(abandoned))
+            # abandoned while this attempt wrote: the next round allocates anew
+        raise RegistryError(
+            f"{model}: {MAX_REGISTER_ROUNDS} versions by {created_by} became unusable "
+            f"while registering (abandoned: {', '.join(abandoned) or 'by others'}); "
+            f"see rotwatch model list --model {model}")
+
+    def _prepare(self, model: str, fitted, *, estimator: str, X_reference,
+                 baseline_accuracy: float, created_by: str, params: dict | None,
+                 metrics: dict | None, train_start: dt.datetime | None,
+                 train_end: dt.datetime | None, train_rows: int | None,
+                 parent_version: str | None) -> tuple[bytes, dict]:
+        """Validate, serialise: the artifact's bytes and the version's properties
+        (all but the number, status and creation time)."""
         from rotwatch.estimators import recorded_params
         from rotwatch.stats import reference_statistics
 
@@ -356,9 +487,9 @@ class Registry:
             raise ValueError(f"X_reference has {len(reference['features'])} features but "
                              f"the estimator was fitted on {n_features}")
         data = artifacts.serialize(fitted)
-        sha256 = artifacts.sha256_hex(data)
         properties = {
-            "artifact_uri": "", "sha256": sha256, "estimator": estimator,
+            "artifact_uri": "", "sha256": artifacts.sha256_hex(data),
+            "estimator": estimator,
             "params": _dumps(params if params is not None else recorded_params(fitted),
                              "params"),
             "n_features": n_features, "classes": classes,
@@ -369,36 +500,44 @@ class Registry:
             "train_rows": int(train_rows if train_rows is not None else reference["n"]),
             "parent_version": parent_version, "created_by": created_by,
         }
-        version = self._allocate(model, properties)
-        uri = artifacts.artifact_uri(self.settings.model_root, model, version)
-        try:
-            artifacts.write_artifact(uri, data)
-        except artifacts.ArtifactError:
-            self._set_status(model, version, STATUS_ABANDONED)
-            raise
-        record = self._set_status(model, version, STATUS_READY, artifact_uri=uri)
-        _LOGGER.info("step=register model=%s version=%s estimator=%s rows=%s "
-                     "baseline_accuracy=%.4f created_by=%s", model, version, estimator,
-                     properties["train_rows"], baseline_accuracy, created_by)
-        return record
+        return data, properties
+
+    def _log_registered(self, record: VersionRecord, outcome: str) -> None:
+        _LOGGER.info("step=register model=%s version=%s outcome=%s estimator=%s rows=%s "
+                     "baseline_accuracy=%s created_by=%s sha256=%s", record.model,
+                     record.version, outcome, record.estimator, record.train_rows,
+                     record.baseline_accuracy, record.created_by, record.sha256[:12])
 
     def _latest_number(self, model: str) -> int:
         query = self.client.query(kind=kinds.MODEL_VERSION, ancestor=self._model_key(model))
         query.keys_only()
         return max((kinds.version_number(e.key.name) for e in query.fetch()), default=0)
 
-    def _allocate(self, model: str, properties: dict) -> str:
+    def _allocate(self, model: str, properties: dict, *,
+                  once_per_creator: bool = False) -> tuple[VersionRecord, bool]:
+        """A new pending version, in a transaction: ``(record, True)``. With
+        ``once_per_creator``, the same transaction first looks for a pending or ready
+        version of ``properties["created_by"]`` and returns it instead:
+        ``(record, False)``."""
         from google.cloud import datastore
 
         # A hint from a query; the transaction below checks each candidate key, and
-        # rewriting the Model entity makes concurrent allocations conflict.
+        # rewriting the Model entity makes concurrent allocations conflict (so of two
+        # once-per-creator allocations, the one that retries finds the other's).
         start = self._latest_number(model) + 1
         unindexed = ("params", "metrics", "reference_stats")
+        created_by = properties["created_by"]
 
-        def allocate() -> str:
+        def allocate() -> tuple[VersionRecord, bool]:
             now = _now()
             model_key = self._model_key(model)
             model_entity = self.client.get(model_key)
+            if once_per_creator:
+                # an ancestor query inside the transaction: it reads what is committed
+                # now, and the Model entity read above is rewritten by any allocation
+                found = _pick(self._creator_query(model, created_by).fetch())
+                if found is not None:
+                    return VersionRecord.from_entity(found), False
             if model_entity is None:
                 model_entity = datastore.Entity(key=model_key)
                 model_entity.update({"default_version": None, "created_at": now})
@@ -413,23 +552,100 @@ class Registry:
                            "created_at": now})
             model_entity["updated_at"] = now
             self.client.put_multi([model_entity, entity])
-            return version
+            return VersionRecord.from_entity(entity), True
 
-        version = run_in_transaction(self.client, allocate, what=f"allocate {model} version")
-        _LOGGER.info("step=allocate-version model=%s version=%s", model, version)
-        return version
+        record, allocated = run_in_transaction(self.client, allocate,
+                                               what=f"allocate {model} version")
+        _LOGGER.info("step=allocate-version model=%s version=%s outcome=%s created_by=%s",
+                     model, record.version,
+                     "allocated" if allocated else f"found-{record.status}", created_by)
+        return record, allocated
 
-    def _set_status(self, model: str, version: str, status: str, **extra) -> VersionRecord:
+    def _write_and_complete(self, model: str, version: str, data: bytes,
+                            properties: dict, *, abandon_if_unwritten: bool
+                            ) -> tuple[VersionRecord, bool]:
+        """Write this attempt's artifact to its own path, then mark ``version`` ready
+        with it if the version is still pending: ``(record, won)``. A loser gets the
+        version as it is now and deletes its own file (nothing refers to it). If the
+        write fails, the version is abandoned (``abandon_if_unwritten``: nobody else
+        would complete it) or left pending, and the ArtifactError raised."""
+        uri = artifacts.artifact_uri(self.settings.model_root, model, version,
+                                     properties["sha256"])
+        try:
+            artifacts.write_artifact(uri, data)
+        except artifacts.ArtifactError as exc:
+            if abandon_if_unwritten:
+                self._abandon(model, version, f"its artifact could not be written: {exc}",
+                              expect_status=STATUS_PENDING)
+            raise
         key = self._version_key(model, version)
 
-        def update():
+        def complete() -> tuple[VersionRecord, bool]:
             entity = self.client.get(key)
-            entity.update({"status": status, **extra})
+            if entity is None:
+                raise VersionNotFound(f"{model} {version} disappeared while its "
+                                      "artifact was written")
+            if (entity.get("status") or STATUS_READY) != STATUS_PENDING:
+                return VersionRecord.from_entity(entity), False
+            # status, artifact and the description of that artifact, together
+            entity.update(properties)
+            entity.update({"artifact_uri": uri, "status": STATUS_READY})
             self.client.put(entity)
-            return entity
+            return VersionRecord.from_entity(entity), True
 
-        return VersionRecord.from_entity(
-            run_in_transaction(self.client, update, what=f"mark {model} {version}"))
+        record, won = run_in_transaction(self.client, complete,
+                                         what=f"mark {model} {version} ready")
+        if not won:
+            _LOGGER.info("step=complete-version model=%s version=%s outcome=lost "
+                         "status=%s", model, version, record.status)
+            if record.artifact_uri != uri:
+                artifacts.delete_artifact(uri)
+        return record, won
+
+    def _unusable(self, record: VersionRecord) -> str | None:
+        """Why a ready version's artifact cannot be used (altered, missing), or None."""
+        try:
+            artifacts.read_artifact(record.artifact_uri, record.sha256)
+        except (artifacts.ArtifactIntegrityError, artifacts.ArtifactNotFound) as exc:
+            return f"artifact unusable: {exc}"
+        return None
+
+    def _abandon(self, model: str, version: str, reason: str, *, expect_status: str,
+                 expect_sha256: str | None = None) -> VersionRecord:
+        """Mark ``version`` abandoned with ``reason``, in a transaction, if it still
+        has ``expect_status`` (and ``expect_sha256``); else leave it as it is now.
+        Never the model's default: that raises :class:`RegistryError`."""
+        key = self._version_key(model, version)
+        model_key = self._model_key(model)
+        reason = reason[:MAX_REASON_CHARS]
+
+        def abandon() -> tuple[VersionRecord, bool]:
+            entity = self.client.get(key)
+            if entity is None:
+                raise VersionNotFound(f"model {model!r} has no version {version!r}")
+            if (entity.get("status") or STATUS_READY) != expect_status or \
+                    (expect_sha256 is not None and entity.get("sha256") != expect_sha256):
+                return VersionRecord.from_entity(entity), False
+            model_entity = self.client.get(model_key)
+            if model_entity is not None and model_entity.get("default_version") == version:
+                raise RegistryError(
+                    f"{model} {version} is unusable ({reason}), but it is the default, so "
+                    "it is not abandoned: restore its file, or roll back first "
+                    f"(rotwatch model set-default --model {model} --version ...)")
+            entity.exclude_from_indexes.add("status_reason")
+            entity.update({"status": STATUS_ABANDONED, "status_reason": reason})
+            self.client.put(entity)
+            return VersionRecord.from_entity(entity), True
+
+        record, changed = run_in_transaction(self.client, abandon,
+                                             what=f"abandon {model} {version}")
+        if changed:
+            _LOGGER.warning("step=abandon-version model=%s version=%s created_by=%s "
+                            "reason=%r", model, version, record.created_by, reason)
+        else:
+            _LOGGER.info("step=abandon-version model=%s version=%s outcome=unchanged "
+                         "status=%s", model, version, record.status)
+        return record
 
     # -- the default pointer -----------------------------------------------------------
     def set_default(self, model: str, version: str, *, changed_by: str,
@@ -519,6 +735,20 @@ class Registry:
                      update.model, update.default_version, topic, message_id)
 
 
+def _pick(entities):
+    """Of one creator's versions, the one a once-per-creator registration uses: the
+    newest ready one, else the newest pending one, else None (abandoned ones never)."""
+    best = None
+    for entity in entities:
+        status = entity.get("status") or STATUS_READY
+        if status not in (STATUS_READY, STATUS_PENDING):
+            continue
+        rank = (status == STATUS_READY, kinds.version_number(entity.key.name))
+        if best is None or rank > best[0]:
+            best = (rank, entity)
+    return None if best is None else best[1]
+
+
 def _property_filter(name: str, op: str, value: Any):
     from google.cloud.datastore.query import PropertyFilter
     return PropertyFilter(name, op, value)
@@ -530,6 +760,7 @@ def describe(record: VersionRecord) -> Sequence[tuple[str, str]]:
         return "" if value is None else value.isoformat(timespec="seconds")
     return (
         ("version", record.version), ("status", record.status),
+        ("status_reason", record.status_reason),
         ("estimator", record.estimator),
         ("params", json.dumps(record.params, sort_keys=True)),
         ("n_features", str(record.n_features)),

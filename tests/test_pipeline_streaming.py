@@ -126,8 +126,9 @@ def test_feedback_too_late_for_every_window_is_reported_not_dropped():
     with streaming_pipeline() as p:
         out = build_pipeline(p, p.options, source=stream, catalog=CATALOG, write=False,
                              config=config(report_too_late=True))
-        assert_that(out["too_late"] | beam.Map(lambda e: e.event_id), equal_to(["old"]),
-                    label="Reported")
+        assert_that(out["too_late"] | beam.Map(
+            lambda d: (d.stage, d.attributes["event_id"])), equal_to([("late", "old")]),
+            label="Reported")
         assert_that(out["window_stats"] | "N" >> beam.Map(lambda s: s.n),
                     equal_to([1]), label="OnlyFreshCounted")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
 import time
@@ -207,6 +208,59 @@ def test_a_job_whose_worker_died_is_taken_over_after_its_lease(settings, client)
     assert [(o.state, o.produced_version) for o in outcomes] == [("promoted", "v2")]
     job = JobStore(client).get(rot.rot_id)
     assert job.attempts == 2 and job.lease_owner == service.owner
+
+
+def test_a_worker_stalled_past_its_lease_before_registering_makes_no_second_version(
+        settings, client, caplog):
+    """The gap "a rot event handled twice makes one model version" closes: a worker
+    that passed the gate, then stalled longer than its lease just before registering,
+    while another worker took the job over and promoted v2, registers nothing new."""
+    from google.cloud import datastore
+
+    model = _name()
+    v1 = _deploy_v1(settings, model)
+    XB, yB = _population(16, 600)
+    _write_feedback(client, model, v1, XB, yB)
+    rot = _rot(model)
+    reached, release = threading.Event(), threading.Event()
+
+    class StallsBeforeRegistering(Registry):
+        def register_version_once(self, *args, **kwargs):
+            reached.set()
+            assert release.wait(120)
+            return super().register_version_once(*args, **kwargs)
+
+    own_client = datastore.Client(project=settings.project, namespace=settings.namespace)
+    stalled = TrainerService(
+        settings, CONFIG, owner="stalled",
+        client=own_client,
+        registry=StallsBeforeRegistering(settings, client=own_client, publish=False))
+    outcomes = []
+    thread = threading.Thread(target=lambda: outcomes.append(stalled.handle(rot)))
+    caplog.set_level(logging.INFO)
+    thread.start()
+    try:
+        assert reached.wait(120)                 # trained, gated, about to register
+        # ... and it stalls until its lease runs out (shortened here to now)
+        JobStore(client).renew(rot.rot_id, "stalled", lease_s=0)
+        took = _service(settings, client, owner="taker").handle(rot)
+        assert (took.state, took.produced_version, took.handled_here) == \
+            ("promoted", "v2", True)
+    finally:
+        release.set()
+        thread.join(120)
+
+    late = outcomes[0]
+    assert (late.state, late.produced_version, late.handled_here) == \
+        ("promoted", "v2", False)                # the taker's outcome stands
+    registry = Registry(settings, client=client, publish=False)
+    assert [(v.version, v.status) for v in registry.list_versions(model)] == \
+        [("v1", "ready"), ("v2", "ready")]
+    assert registry.get_model(model).default_version == "v2"
+    job = JobStore(client).get(rot.rot_id)
+    assert (job.state, job.attempts, job.lease_owner) == ("promoted", 2, "taker")
+    assert job.detail["registration"] == "registered"
+    assert f"step=register rot_id={rot.rot_id} outcome=exists version=v2" in caplog.text
 
 
 def test_the_gate_rejects_a_worse_candidate_with_both_scores(settings, client):

@@ -4,6 +4,11 @@ The job's key name is the rot event id, and it is created in a transaction, so a
 redelivered or duplicated rot event finds the job already there and does no second
 job. A worker holds a job with a lease (``lease_owner``, ``lease_expires``) that it
 renews between steps; a job whose worker died is taken over once the lease expires.
+A worker that only stalled past its lease may still reach the registration step: the
+registry registers once per rot event (``created_by="rot:<rot id>"``,
+:meth:`rotwatch.registry.Registry.register_version_once`), so it gets the version the
+new owner made (or completes the one it left pending), and its own later writes to
+the job raise :class:`LeaseLost`.
 
 States (``state``)::
 

@@ -13,8 +13,10 @@ For each rot event from ``model-rot`` (streaming pull, one job at a time):
    or hang ends the job ``failed``, never the service.
 5. **gate** — candidate and current scored on the newest rows (:mod:`trainer.gate`):
    ``rejected`` with both scores unless the candidate wins by the margin.
-6. **promote** — register vN+1, set it as default (which publishes ``model-updates``),
-   record everything on the job.
+6. **promote** — register vN+1 once per rot event (``created_by="rot:<rot id>"``,
+   :meth:`~rotwatch.registry.Registry.register_version_once`: a retry or a stalled
+   worker gets the version an earlier attempt made), set it as default (which
+   publishes ``model-updates``), record everything on the job.
 
 The Pub/Sub message is acked only after the outcome is committed to Datastore; if
 handling raises, it is nacked and redelivered (after the subscription's
@@ -37,12 +39,11 @@ import time
 import uuid
 from typing import Callable
 
-from rotwatch.artifacts import ArtifactError, read_artifact
+from rotwatch.artifacts import ArtifactError
 from rotwatch.config import Settings
 from rotwatch.estimators import DEFAULT_ESTIMATOR, ESTIMATORS, holdout_metrics
 from rotwatch.events import InvalidEvent, RotEvent
-from rotwatch.registry import (STATUS_READY, DefaultChanged, Registry, RegistryError,
-                               UpdateNotPublished)
+from rotwatch.registry import DefaultChanged, Registry, RegistryError, UpdateNotPublished
 from trainer.config import DATASET_SOURCES, TrainerConfig
 from trainer.dataset import Dataset, build_dataset, count_feedback, read_feedback
 from trainer.gate import decide, holdout_split
@@ -287,17 +288,18 @@ class TrainerService:
 
     def _promote(self, rot: RotEvent, current, candidate, estimator: str,
                  dataset: Dataset, cut: int, gate, detail: dict) -> str:
-        """Register the candidate (once per rot event) and make it the default."""
+        """Register the candidate (once per rot event) and make it the default.
+
+        The registry makes the "once" atomic (:meth:`Registry.register_version_once`
+        with ``created_by="rot:<rot id>"``): an earlier attempt's ready version is
+        reused if its file is intact (this candidate is then not used), its pending
+        one is completed, and one whose file was altered is abandoned and replaced —
+        whether that attempt stopped, or stalled past its lease and is still running.
+        """
         t0 = time.monotonic()
         created_by = f"rot:{rot.rot_id}"
-        existing = [v for v in self.registry.find_versions(rot.model, created_by)
-                    if v.status == STATUS_READY and self._artifact_intact(rot, v)]
-        if existing:  # a previous attempt registered it, then stopped
-            version = existing[-1].version
-            _LOGGER.info("step=register rot_id=%s outcome=exists version=%s",
-                         rot.rot_id, version)
-        else:
-            version = self.registry.register_version(
+        try:
+            registration = self.registry.register_version_once(
                 rot.model, candidate, estimator=estimator, X_reference=dataset.X[:cut],
                 baseline_accuracy=gate.candidate_accuracy, created_by=created_by,
                 metrics={"holdout": detail["candidate_metrics"],
@@ -306,14 +308,26 @@ class TrainerService:
                          "holdout_end": dataset.event_times[-1].isoformat(),
                          "excluded_rows": dataset.excluded, "margin": self.config.margin},
                 train_start=dataset.event_times[0], train_end=dataset.event_times[cut - 1],
-                train_rows=cut, parent_version=current.info.version).version
+                train_rows=cut, parent_version=current.info.version)
+        except RegistryError as exc:
+            # e.g. the rot event's earlier version is altered and already the default
+            raise _JobEnds(FAILED, error=f"cannot register the candidate: {exc}",
+                           **_scores(gate, dataset)) from None
+        version = registration.record.version
+        detail["registration"] = registration.outcome
+        if registration.abandoned:
+            detail["abandoned_versions"] = list(registration.abandoned)
+        _LOGGER.info("step=register rot_id=%s outcome=%s version=%s abandoned=%s",
+                     rot.rot_id, registration.outcome, version,
+                     ",".join(registration.abandoned) or "-")
         detail["published"] = self.registry.publish
         try:
             self.registry.set_default(
                 rot.model, version, changed_by=created_by, if_current=rot.version,
                 reason=f"rot {rot.kind} of {rot.version}: {gate.reason}")
         except DefaultChanged as exc:
-            # registered but not promoted: a person changed the default meanwhile
+            # registered but not promoted: a person (or the worker that took this job
+            # over while this one stalled) changed the default meanwhile
             raise _JobEnds(REJECTED, error=f"superseded: {exc}", produced_version=version,
                            **_scores(gate, dataset)) from None
         except UpdateNotPublished as exc:
@@ -322,18 +336,6 @@ class TrainerService:
             _LOGGER.error("step=publish rot_id=%s outcome=failed error=%s", rot.rot_id, exc)
         detail["timings_s"]["promote"] = round(time.monotonic() - t0, 3)
         return version
-
-    @staticmethod
-    def _artifact_intact(rot: RotEvent, record) -> bool:
-        """Whether an earlier attempt's version still has the file it registered; if
-        not, this attempt registers its own freshly gated candidate instead."""
-        try:
-            read_artifact(record.artifact_uri, record.sha256)
-            return True
-        except ArtifactError as exc:
-            _LOGGER.error("step=register rot_id=%s outcome=refused-existing version=%s "
-                          "reason=%s", rot.rot_id, record.version, exc)
-            return False
 
     def _read(self, model: str, since: dt.datetime):
         if self.config.dataset_source == "beam":

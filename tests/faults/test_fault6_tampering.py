@@ -61,3 +61,7 @@ def test_the_trainer_does_not_promote_an_altered_earlier_candidate(tampered):
     check the default."""
     state, produced, default = tampered.counts["trainer_reused_altered"]
     assert default == "v1" or produced != "v2", tampered.summary()
+    # once per rot event: the altered v2 is abandoned, and a fresh v3 promoted
+    assert tampered.counts["trainer_reused_altered_versions"] == [
+        ("v1", "ready"), ("v2", "abandoned"), ("v3", "ready")], tampered.summary()
+    assert (state, produced, default) == ("promoted", "v3", "v3"), tampered.summary()

@@ -14,7 +14,8 @@ file must be refused, and the version serving before must keep serving:
   whose artifact fails its check;
 * **trainer** — a rot event whose current default is altered ends ``failed`` with no
   new version; a retried job that finds the candidate an earlier attempt registered
-  must not promote it once that file is altered.
+  must not promote it once that file is altered: it marks that version ``abandoned``
+  (reason recorded) and registers and promotes a fresh one.
 """
 from __future__ import annotations
 
@@ -173,11 +174,18 @@ def trainer(out: Outcome, settings, client) -> None:
     outcome = service.handle(rot)
     default = registry.get_model(model).default_version
     refused, how = _refused(lambda: registry.load_model(model))
+    statuses = [(v.version, v.status) for v in registry.list_versions(model)]
     c["trainer_reused_altered"] = (outcome.state, outcome.produced_version, default)
-    out.check("trainer does not promote an altered candidate", not refused,
+    c["trainer_reused_altered_versions"] = statuses
+    # once per rot event: the altered earlier version is abandoned (with the reason),
+    # not left ready beside the new one
+    abandoned = [v for v, s in statuses if s == "abandoned"]
+    out.check("trainer does not promote an altered candidate",
+              not refused and abandoned == [earlier.version]
+              and [v for v, s in statuses if s == "ready"] == ["v1", default],
               f"retried job {outcome.state}, produced {outcome.produced_version}; the "
               f"default is now {default}, which loads: "
-              f"{'no (' + how + ')' if refused else 'yes'}")
+              f"{'no (' + how + ')' if refused else 'yes'}; versions {statuses}")
 
 
 def artifact_tampering(gateway, settings, client) -> Outcome:
