@@ -653,7 +653,8 @@ class Registry:
         """Point ``model``'s default at ``version``, record who/why, publish it.
 
         Returns the :class:`ModelUpdate`, or ``None`` if ``version`` already was the
-        default (nothing recorded or published). With ``if_current``, the change is
+        default (nothing recorded or published; ``if_current`` is then not checked, so
+        a retried promotion is a no-op, not a conflict). With ``if_current``, the change is
         made only if the default is still that version (else :class:`DefaultChanged`):
         the trainer promotes over the version it evaluated, never over a rollback
         a person made meanwhile. Raises :class:`UpdateNotPublished` if the change was
@@ -686,11 +687,13 @@ class Registry:
                 raise VersionNotReady(f"{model} {version} is {target.get('status')!r}; "
                                       "only a ready version can be the default")
             previous = entity.get("default_version")
+            if previous == version:
+                # Already done (e.g. a retry of a job that promoted, then stopped):
+                # nothing to change, whatever ``if_current`` expected before.
+                return None
             if if_current is not None and previous != if_current:
                 raise DefaultChanged(f"default of {model} is {previous!r}, not "
                                      f"{if_current!r} any more; not changing it")
-            if previous == version:
-                return None
             now = _now()
             entity.update({"default_version": version, "updated_at": now})
             change_key = self.client.key(kinds.DEFAULT_CHANGE,

@@ -375,6 +375,10 @@ def test_set_default_keeps_history_and_rolls_back(emulators, settings, populatio
 
     with pytest.raises(DefaultChanged):
         registry.set_default(model, "v2", changed_by="rot:r2", if_current="v2")
+    # a retried promotion that already happened is a no-op, not a conflict
+    assert registry.set_default(model, "v1", changed_by="rot:r3", if_current="v2") is None
+    assert registry.get_model(model).default_version == "v1"
+    assert len(registry.history(model)) == 3
     with pytest.raises(VersionNotFound, match="rotwatch model list"):
         registry.set_default(model, "v9", changed_by="person:ana")
 
