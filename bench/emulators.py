@@ -7,9 +7,17 @@ Starts the emulators in their own process (as users run them), then measures wit
 * streaming-pull rate (msg/s) with ``subscriber.subscribe`` and acks,
 * unary Pull rate with 10 messages a pull (what Beam's DirectRunner does) and 500,
 * Datastore put rate (entities/s, ``put_multi`` of 500) and query rate (entities/s,
-  a full kind scan in pages, and a filtered query).
+  a full kind scan in pages, and a filtered query),
+* the memory one retained acknowledged message costs the Pub/Sub emulator (bytes per
+  message, ``--retained`` of them): feedback-sized messages (~300 bytes of data and
+  rotwatch's four attributes), each published alone as the gateway does, pulled and
+  acked 500 at a time on a subscription with ``retain_acked_messages``. It is the
+  growth of the emulator process's resident memory over a second batch of that size,
+  after a first batch has warmed up its allocator, divided by the batch size, so it
+  includes the allocator's own overhead.
 
-    .venv/bin/python bench/emulators.py [--messages 20000] [--entities 20000] [--json FILE]
+    .venv/bin/python bench/emulators.py [--messages 20000] [--entities 20000]
+                                        [--retained 20000] [--json FILE]
 """
 from __future__ import annotations
 
@@ -26,8 +34,51 @@ from bench._emulators import start_emulators  # noqa: E402
 
 
 PROJECT = "local-project"
+# Retained-memory run: publish this many, pull and ack them, and again.
+RETAINED_CHUNK = 500
 
 
+def bench_retained(n: int, pid: int) -> dict:
+    """Bytes of resident memory per retained acked message in process ``pid``."""
+    import psutil
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(PROJECT, "bench-retained")
+    sub = subscriber.subscription_path(PROJECT, "bench-retained")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(request={"name": sub, "topic": topic,
+                                            "retain_acked_messages": True})
+    data = b'{"event_id": "%08d", "model": "zombies", "version": "v1", ' \
+           b'"features": [0.1, 0.2, 0.3, 0.4], "prediction": 1, "was_correct": true, ' \
+           b'"event_time": "2025-01-01T00:00:00+00:00", "note": "' + b"x" * 105 + b'"}'
+
+    def batch(first: int) -> int:
+        for start in range(first, first + n, RETAINED_CHUNK):   # steady traffic
+            futures = [publisher.publish(topic, data % i, event_id=f"e-{i:08d}",
+                                         event_ts="1735689600000", model="zombies",
+                                         version="v1")
+                       for i in range(start, min(start + RETAINED_CHUNK, first + n))]
+            for future in futures:
+                future.result(timeout=60)
+            acked = 0
+            while acked < len(futures):
+                response = subscriber.pull(subscription=sub, max_messages=500,
+                                           timeout=30)
+                if not response.received_messages:
+                    break
+                subscriber.acknowledge(subscription=sub, ack_ids=[
+                    m.ack_id for m in response.received_messages])
+                acked += len(response.received_messages)
+        time.sleep(0.5)
+        return psutil.Process(pid).memory_info().rss
+
+    warm = batch(0)
+    grown = batch(n)
+    return {"retained_messages": 2 * n, "message_data_bytes": len(data % 0),
+            "retained_acked_bytes_per_message": round((grown - warm) / n)}
 
 
 def bench_pubsub(n: int) -> dict:
@@ -134,11 +185,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--entities", type=int, default=20000)
+    parser.add_argument("--retained", type=int, default=20000)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     proc = start_emulators()
     try:
-        results = {"pubsub": bench_pubsub(args.messages),
+        # First, while the emulator's memory holds nothing else.
+        retained = bench_retained(args.retained, proc.pid)
+        results = {"pubsub": bench_pubsub(args.messages), "retained": retained,
                    "datastore": bench_datastore(args.entities)}
     finally:
         proc.terminate()
@@ -146,6 +200,9 @@ def main(argv=None) -> int:
     print("Pub/Sub emulator (official client, 200-byte messages)")
     for key, value in results["pubsub"].items():
         print(f"  {key:26s} {value}")
+    print(f"  retained acked: {retained['retained_acked_bytes_per_message']} "
+          f"bytes/message ({retained['message_data_bytes']}-byte data + 4 attributes, "
+          f"{retained['retained_messages']} messages)")
     print("Datastore emulator (official client)")
     for key, value in results["datastore"].items():
         print(f"  {key:26s} {value}")

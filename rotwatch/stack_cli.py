@@ -1,8 +1,9 @@
 """``rotwatch setup`` and ``rotwatch up``.
 
-``setup`` creates the topics and subscriptions rotwatch needs (idempotent), against
-the emulators (``PUBSUB_EMULATOR_HOST`` set) or a Google Cloud project. ``up`` runs
-the whole local stack in the foreground.
+``setup`` creates the topics and subscriptions rotwatch needs and brings existing
+subscriptions' settings up to date (idempotent), against the emulators
+(``PUBSUB_EMULATOR_HOST`` set) or a Google Cloud project. ``up`` runs the whole local
+stack in the foreground.
 
     rotwatch setup [--project local-project]
     rotwatch up [--gateway-port 8080] [--home .rotwatch]
@@ -16,16 +17,19 @@ import sys
 import threading
 
 from rotwatch.config import add_settings_flags, settings_from_args
-from rotwatch.resources import ensure_pubsub_resources
+from rotwatch.resources import SubscriptionTopicMismatch, ensure_pubsub_resources
 
 __all__ = ["register"]
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "setup", help="create missing topics and subscriptions (idempotent)",
+        "setup", help="create missing topics and subscriptions, update their settings "
+                      "(idempotent)",
         description="Create rotwatch's Pub/Sub topics and subscriptions, with "
-                    "dead-letter policies, where they are missing.")
+                    "dead-letter policies, where they are missing, and bring existing "
+                    "subscriptions' ack deadline, dead-letter policy and retention "
+                    "to rotwatch's settings.")
     add_settings_flags(parser, "project")
     parser.set_defaults(func=setup_command)
 
@@ -66,11 +70,20 @@ def stack_config(args: argparse.Namespace, project: str = "local-project"):
 
 def setup_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    result = ensure_pubsub_resources(settings)
+    try:
+        result = ensure_pubsub_resources(settings)
+    except SubscriptionTopicMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name in result["created"]:
         print(f"created  {name}")
     for name in result["existing"]:
-        print(f"exists   {name}")
+        changes = result["updated"].get(name)
+        if changes:
+            print(f"updated  {name}: " + "; ".join(
+                f"{field} {old} -> {new}" for field, (old, new) in sorted(changes.items())))
+        else:
+            print(f"exists   {name}")
     return 0
 
 

@@ -5,10 +5,12 @@ exactly as the product does, and asserts the values the client gets back.
 """
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import threading
 import time
+import tracemalloc
 import uuid
 
 import pytest
@@ -18,7 +20,8 @@ from google.protobuf import timestamp_pb2
 from google.pubsub_v1.types import DeadLetterPolicy, PubsubMessage, StreamingPullRequest
 
 from emulators.pubsub import PubSubEmulator
-from emulators.pubsub.queue import SubscriptionQueue
+from emulators.pubsub import retained
+from emulators.pubsub.queue import Entry, SubscriptionQueue
 
 PROJECT = "local-project"
 # How long a test waits for something that should take milliseconds.
@@ -260,7 +263,7 @@ def test_dead_letter_after_max_attempts(publisher, subscriber, topic):
     dlq_sub = _subscription(subscriber, dead_letters)
     sub = _subscription(subscriber, topic, dead_letter_policy=DeadLetterPolicy(
         dead_letter_topic=dead_letters, max_delivery_attempts=5))
-    publisher.publish(topic, b"poison", reason="bad").result(timeout=WAIT_S)
+    message_id = publisher.publish(topic, b"poison", reason="bad").result(timeout=WAIT_S)
     for attempt in range(1, 6):
         (received,) = _pull(subscriber, sub)
         assert received.delivery_attempt == attempt
@@ -269,7 +272,15 @@ def test_dead_letter_after_max_attempts(publisher, subscriber, topic):
     assert _pull(subscriber, sub, immediately=True) == []
     (forwarded,) = _drain(subscriber, dlq_sub, 1)
     assert forwarded.message.data == b"poison"
-    assert dict(forwarded.message.attributes) == {"reason": "bad"}
+    assert forwarded.message.message_id != message_id     # a new message of the DLQ
+    # Pub/Sub adds where it came from, e.g. ...PublishTime "2022-08-12T15:56:29.732+00:00"
+    published = received.message.publish_time.isoformat(timespec="milliseconds")
+    assert dict(forwarded.message.attributes) == {
+        "reason": "bad",
+        "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+        "CloudPubSubDeadLetterSourceSubscription": sub.rsplit("/", 1)[1],
+        "CloudPubSubDeadLetterSourceSubscriptionProject": PROJECT,
+        "CloudPubSubDeadLetterSourceTopicPublishTime": published}
 
 
 # -- subscriptions -----------------------------------------------------------------
@@ -359,6 +370,67 @@ def test_fan_out_to_every_subscription(publisher, subscriber, topic):
         assert sorted(m.message.message_id for m in _drain(subscriber, sub, 10)) == \
             sorted(ids)
     assert _pull(subscriber, late, immediately=True) == []
+
+
+# -- response size: gRPC's default 4 MiB receive limit -----------------------------
+def _unlimited_subscriber():
+    """A client without gRPC's 4 MiB receive limit (as Google's own transport)."""
+    import grpc
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"],
+                                    options=[("grpc.max_receive_message_length", -1)])
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
+
+
+def test_a_message_over_the_receive_limit_comes_alone(publisher, subscriber, topic):
+    """The official client under PUBSUB_EMULATOR_HOST (and Beam's DirectRunner read,
+    ``Pull(max_messages=10)``) keeps gRPC's 4 MiB limit: a legal 5 MB message fails its
+    own Pull only; a client without the limit gets it alone and intact."""
+    limited, unlimited = _subscription(subscriber, topic), _subscription(subscriber, topic)
+    big = bytes(range(256)) * 19_532                       # 5,000,192 bytes
+    for data in (b"a0", b"a1", big, b"b0", b"b1"):        # one publish each, in order
+        publisher.publish(topic, data).result(timeout=WAIT_S)
+
+    assert [m.message.data for m in _pull(subscriber, limited, 10)] == [b"a0", b"a1"]
+    with pytest.raises(exceptions.ResourceExhausted, match="larger than max"):
+        _pull(subscriber, limited, 10)
+    assert [m.message.data for m in _pull(subscriber, limited, 10)] == [b"b0", b"b1"]
+
+    client = _unlimited_subscriber()
+    try:
+        batches = [[m.message.data for m in _pull(client, unlimited, 10)]
+                   for _ in range(3)]
+    finally:
+        client.close()
+    assert batches == [[b"a0", b"a1"], [big], [b"b0", b"b1"]]
+
+
+def test_responses_stay_under_the_receive_limit(emulator, publisher, subscriber, topic):
+    """Three 1.5 MB messages (4.5 MB together) reach a limited client by Pull (2 + 1)
+    and by StreamingPull, where one 4.5 MB response would fail and be retried forever."""
+    pulled, streamed = _subscription(subscriber, topic), _subscription(subscriber, topic)
+    ids = [publisher.publish(topic, b"%d" % i * 1_500_000).result(timeout=WAIT_S)
+           for i in range(3)]
+    first, second = _pull(subscriber, pulled, 10), _pull(subscriber, pulled, 10)
+    assert [[m.message.message_id for m in batch] for batch in (first, second)] == \
+        [ids[:2], ids[2:]]
+
+    seen: list[str] = []
+    all_in = threading.Event()
+
+    def callback(message):
+        seen.append(message.message_id)
+        message.ack()
+        if len(seen) == 3:
+            all_in.set()
+
+    future = subscriber.subscribe(streamed, callback)
+    try:
+        assert all_in.wait(WAIT_S), f"received {len(seen)} of 3"
+    finally:
+        future.cancel()
+        future.result(timeout=WAIT_S)
+    assert sorted(seen) == sorted(ids)
 
 
 # -- streaming pull ----------------------------------------------------------------
@@ -548,7 +620,7 @@ def test_snapshot_create_seek_delete(publisher, subscriber, topic):
 def test_queue_drops_messages_past_retention():
     messages = SubscriptionQueue()
     for seq in range(1, 4):
-        messages.add(seq, object(), publish_us=seq * 1_000_000, size=1)
+        messages.add(seq, b"m", publish_us=seq * 1_000_000)
     (leased,) = messages.take(1, 100, deadline_us=10_000_000)
     messages.prune(cutoff_us=2_500_000)   # messages 1 and 2 are too old
     assert (messages.unacked, messages.leased) == (1, 0)
@@ -556,9 +628,49 @@ def test_queue_drops_messages_past_retention():
     assert not messages.ack(messages.ack_id(leased))
 
 
+def test_queue_drops_expired_acked_messages_even_when_acked_out_of_order():
+    messages = SubscriptionQueue(retain_acked=True)
+    for seq in range(1, 5):
+        messages.add(seq, b"m%d" % seq, publish_us=seq * 1_000_000)
+    leased = {e.seq: e for e in messages.take(10, 100, deadline_us=10_000_000)}
+    for seq in (1, 3, 2, 4):
+        assert messages.ack(messages.ack_id(leased[seq]))
+    messages.prune(cutoff_us=2_500_000)            # 1 and 2 are past retention
+    assert len(messages.acked) == 3                # 2 waits behind 3 (acked earlier)...
+    messages.seek_time(0, cutoff_us=2_500_000)     # ...but is never replayed
+    assert [e.wire for e in messages.take(10, 100, deadline_us=1)] == [b"m3", b"m4"]
+
+
+def test_queue_keeps_acked_messages_compactly():
+    """An ack drops the message's delivery bookkeeping (its Entry); what a seek needs
+    (seq, publish time, bytes) costs about 24 bytes besides the bytes, which are one
+    object shared by every subscription."""
+    wires = [b"%06d" % i * 50 for i in range(2000)]      # 300-byte messages
+    queues = [SubscriptionQueue(retain_acked=True) for _ in range(2)]
+    tracemalloc.start()
+    try:
+        for messages in queues:
+            for seq, wire in enumerate(wires, 1):
+                messages.add(seq, wire, publish_us=seq)
+            for entry in messages.take(len(wires), 1 << 30, deadline_us=1):
+                assert messages.ack(messages.ack_id(entry))
+        del entry
+        kept = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, retained.__file__)])
+    finally:
+        tracemalloc.stop()
+    per_message = sum(t.size for t in kept.traces) / len(wires) / len(queues)
+    assert per_message < 40, per_message
+    ours = {id(w) for w in wires}
+    assert not [o for o in gc.get_objects() if isinstance(o, Entry) and id(o.wire) in ours]
+    assert [(q.unacked, len(q.acked)) for q in queues] == [(0, 2000), (0, 2000)]
+    first, second = ([w for _, _, w in q.acked.items()] for q in queues)
+    assert all(a is b is w for a, b, w in zip(first, second, wires))
+
+
 def test_queue_lease_heap_stays_bounded_under_lease_extensions():
     messages = SubscriptionQueue()
-    messages.add(1, object(), publish_us=0, size=1)
+    messages.add(1, b"m", publish_us=0)
     (entry,) = messages.take(1, 100, deadline_us=1)
     ack_id = messages.ack_id(entry)
     for deadline in range(2, 30_000):        # a client extending one lease many times

@@ -4,6 +4,19 @@ Expired leases are found lazily, whenever a subscription is pulled from (a waiti
 streaming pull wakes up at the next lease deadline), so no background thread is
 needed. A message whose lease ends (nack or expiry) after its last allowed delivery
 attempt is forwarded to the dead-letter topic at that moment.
+
+Response size. A Pull or StreamingPull response is kept under ``MAX_RESPONSE_BYTES``,
+just under gRPC's default 4 MiB receive limit, and a message that would push a
+response over it waits for the next one. Why: with ``PUBSUB_EMULATOR_HOST`` set, the
+official client builds ``grpc.insecure_channel(host)`` with that default limit
+(against Google its transport sets -1, no limit), and Beam's DirectRunner reads with
+exactly that client, ``Pull(max_messages=10)``. Pub/Sub accepts messages up to 10 MB,
+so if a 5 MB message shared a response with others, the client would reject the
+whole response (RESOURCE_EXHAUSTED) and every message in it would sit out its ack
+deadline, again and again. Capped, a message over the limit is delivered alone: a
+client with the limit fails on it alone (it is redelivered after its deadline and,
+under a dead-letter policy, dead-lettered after its last attempt), and a client
+without the limit takes it.
 """
 from __future__ import annotations
 
@@ -16,14 +29,20 @@ from emulators.pubsub import limits, names
 from emulators.pubsub.errors import ApiError, failed_precondition, invalid, not_found
 from emulators.pubsub.queue import Lessee
 from emulators.pubsub.state import PubSubState, now_us
+from emulators.pubsub.wire import PER_MESSAGE_OVERHEAD
 
-__all__ = ["Delivery", "Stream", "MAX_RESPONSE_BYTES", "STREAM_BATCH"]
+__all__ = ["Delivery", "Stream", "MAX_RESPONSE_BYTES", "GRPC_DEFAULT_RECEIVE_BYTES",
+           "STREAM_BATCH"]
 
 _LOGGER = logging.getLogger(__name__)
 
-# A response carries at most this much message data (always at least one message),
-# well under the server's 64 MiB send limit.
-MAX_RESPONSE_BYTES = 10 * 1000 * 1000
+# gRPC's default max_receive_message_length, which the official client keeps when it
+# talks to an emulator.
+GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
+# An encoded response is at most this big unless it holds a single message that is
+# bigger on its own (16 KiB of headroom for the response's own fields and framing;
+# each message is counted with PER_MESSAGE_OVERHEAD for its ack id and tags).
+MAX_RESPONSE_BYTES = GRPC_DEFAULT_RECEIVE_BYTES - 16 * 1024
 # Messages per streaming-pull response; the client's own flow control caps it too.
 STREAM_BATCH = 1000
 # A waiter never sleeps past a lease deadline by more than this (it rounds up).
@@ -66,19 +85,20 @@ class Delivery:
         return record
 
     def _take_locked(self, record, max_messages: int, lease_us: int, lessee=None):
-        """Lease ready messages: ``[(ack_id, message, delivery_attempt), ...]``."""
+        """Lease ready messages: ``[(ack_id, message bytes, delivery_attempt), ...]``."""
         now = now_us()
         queue = record.queue
         queue.prune(now - record.retention_us)
         dead = queue.expire(now)
         if dead:
             self._state.dead_letter_locked(record, dead)
-        entries = queue.take(max_messages, MAX_RESPONSE_BYTES, now + lease_us, lessee)
+        entries = queue.take(max_messages, MAX_RESPONSE_BYTES, now + lease_us, lessee,
+                             PER_MESSAGE_OVERHEAD)
         if not entries:
             return entries
         counted = bool(queue.max_attempts)  # delivery_attempt is set only with a DLQ
         ack_id = queue.ack_id
-        return [(ack_id(e), e.message, e.attempts if counted else 0) for e in entries]
+        return [(ack_id(e), e.wire, e.attempts if counted else 0) for e in entries]
 
     def _wait_locked(self, record, remaining_s: float) -> None:
         """Wait for news on the subscription, but not past its next lease deadline."""

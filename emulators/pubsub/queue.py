@@ -3,9 +3,14 @@
 Not thread-safe on its own: :class:`~emulators.pubsub.state.PubSubState` calls it
 under its lock. Every operation is O(1) or O(log n) per message:
 
-- ``log`` — every retained message in publish order (an OrderedDict keyed by the
-  message's sequence number): all unacked ones, plus acked ones when the subscription
-  retains acked messages. It is what retention prunes and what a seek replays.
+- ``log`` — every unacked message in publish order (an OrderedDict of
+  :class:`Entry`, keyed by the message's sequence number), with its delivery
+  bookkeeping.
+- ``acked`` — acknowledged messages, kept only when the subscription retains acked
+  messages, in a compact :class:`~emulators.pubsub.retained.MessageLog`: an ack drops
+  the entry's bookkeeping and keeps what a seek needs (sequence number, publish time,
+  the serialized message shared with the topic's other subscriptions). Retention
+  prunes both ``log`` and ``acked``; a seek rebuilds both from what they hold.
 - ``ready`` — a FIFO of entries waiting to be delivered (stale entries are skipped).
 - ``leases`` — a heap of ``(deadline, seq, lease)``; an item is live only while the
   entry still holds that lease with that deadline, so a changed deadline just pushes
@@ -20,6 +25,8 @@ import heapq
 import itertools
 import logging
 from collections import OrderedDict, deque
+
+from emulators.pubsub.retained import MessageLog
 
 __all__ = ["Entry", "Lessee", "SubscriptionQueue", "READY", "LEASED", "ACKED", "GONE"]
 
@@ -37,21 +44,24 @@ _HEAP_MIN_REBUILD = 10_000
 
 
 class Entry:
-    """One message in one subscription (the message itself is shared by all)."""
+    """One unacked message in one subscription (its bytes are shared by all)."""
 
-    __slots__ = ("seq", "message", "publish_us", "size", "state", "attempts", "lease",
+    __slots__ = ("seq", "wire", "publish_us", "state", "attempts", "lease",
                  "deadline_us", "lessee")
 
-    def __init__(self, seq: int, message, publish_us: int, size: int):
+    def __init__(self, seq: int, wire: bytes, publish_us: int):
         self.seq = seq
-        self.message = message          # PubsubMessage protobuf, never mutated
+        self.wire = wire                # the serialized PubsubMessage
         self.publish_us = publish_us
-        self.size = size
         self.state = READY
         self.attempts = 0               # deliveries so far (Pub/Sub's delivery_attempt)
         self.lease = 0                  # number of the current or last lease
         self.deadline_us = 0
         self.lessee: Lessee | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.wire)
 
 
 class Lessee:
@@ -93,22 +103,26 @@ class SubscriptionQueue:
         self.max_attempts = max_attempts     # 0: no dead-letter policy
         self.generation = next(_GENERATIONS)
         self.log: OrderedDict[int, Entry] = OrderedDict()
+        self.acked = MessageLog()
         self.ready: deque[Entry] = deque()
         self.leases: list[tuple[int, int, int]] = []
         self.leased = 0
-        self.unacked = 0
+
+    @property
+    def unacked(self) -> int:
+        return len(self.log)
 
     # -- arrival --------------------------------------------------------------------
-    def add(self, seq: int, message, publish_us: int, size: int) -> None:
-        entry = Entry(seq, message, publish_us, size)
+    def add(self, seq: int, wire: bytes, publish_us: int) -> None:
+        entry = Entry(seq, wire, publish_us)
         self.log[seq] = entry
         self.ready.append(entry)
-        self.unacked += 1
 
     # -- delivery -------------------------------------------------------------------
     def take(self, max_messages: int, max_bytes: int, deadline_us: int,
-             lessee: Lessee | None = None) -> list[Entry]:
-        """Lease up to ``max_messages`` ready entries (at least one if any is ready)."""
+             lessee: Lessee | None = None, overhead: int = 0) -> list[Entry]:
+        """Lease up to ``max_messages`` ready entries whose sizes, ``overhead`` added
+        to each, sum to at most ``max_bytes`` (but at least one if any is ready)."""
         taken: list[Entry] = []
         total = 0
         ready = self.ready
@@ -117,12 +131,13 @@ class SubscriptionQueue:
             if entry.state is not READY:
                 ready.popleft()
                 continue
-            if taken and total + entry.size > max_bytes:
+            cost = len(entry.wire) + overhead
+            if taken and total + cost > max_bytes:
                 break
-            if lessee is not None and not lessee.room(entry.size):
+            if lessee is not None and not lessee.room(len(entry.wire)):
                 break
             ready.popleft()
-            total += entry.size
+            total += cost
             entry.state = LEASED
             entry.attempts += 1
             entry.lease += 1
@@ -161,9 +176,9 @@ class SubscriptionQueue:
             self.leased -= 1
         _detach(entry)
         entry.state = ACKED
-        self.unacked -= 1
-        if not self.retain_acked:
-            del self.log[entry.seq]
+        del self.log[entry.seq]
+        if self.retain_acked:
+            self.acked.append(entry.seq, entry.publish_us, entry.wire)
         return True
 
     def modify(self, ack_id: str, deadline_us: int | None) -> Entry | None:
@@ -199,7 +214,6 @@ class SubscriptionQueue:
         _detach(entry)
         if self.max_attempts and entry.attempts >= self.max_attempts:
             entry.state = GONE
-            self.unacked -= 1
             del self.log[entry.seq]
             return entry
         entry.state = READY
@@ -210,7 +224,6 @@ class SubscriptionQueue:
         """Put back an entry that could not be dead-lettered."""
         entry.state = READY
         self.log[entry.seq] = entry
-        self.unacked += 1
         self.ready.append(entry)
 
     def _live(self, item: tuple[int, int, int]) -> bool:
@@ -236,56 +249,65 @@ class SubscriptionQueue:
             del log[seq]
             if entry.state is LEASED:
                 self.leased -= 1
-            if entry.state in (READY, LEASED):
-                self.unacked -= 1
             _detach(entry)
             entry.state = GONE
+        self.acked.prune(cutoff_us)
 
     def forget_acked(self) -> None:
         """Drop retained acked messages (retain_acked_messages was turned off)."""
-        self.log = OrderedDict((seq, e) for seq, e in self.log.items()
-                               if e.state is not ACKED)
+        self.acked.clear()
 
-    def unacked_messages(self) -> list[tuple[int, object, int, int]]:
-        """``(seq, message, publish_us, size)`` of every unacked message, in order."""
-        return [(e.seq, e.message, e.publish_us, e.size) for e in self.log.values()
-                if e.state in (READY, LEASED)]
+    def unacked_messages(self) -> list[tuple[int, int, bytes]]:
+        """``(seq, publish_us, wire)`` of every unacked message, in order."""
+        return [(e.seq, e.publish_us, e.wire) for e in self.log.values()]
 
-    def seek_time(self, time_us: int) -> None:
-        """Messages published before ``time_us`` become acked, later ones unacked."""
-        def unacked(entry: Entry) -> bool:
-            return entry.publish_us >= time_us
-        self._reset(list(self.log.values()), unacked)
+    def seek_time(self, time_us: int, cutoff_us: int) -> None:
+        """Messages published before ``time_us`` become acked, later ones unacked
+        (only messages still retained, i.e. published at or after ``cutoff_us``)."""
+        self._reset(self._retained(cutoff_us), lambda seq, publish_us: publish_us >= time_us)
 
-    def seek_snapshot(self, messages) -> None:
-        """Unacked = the snapshot's messages; other retained messages become acked."""
-        merged = dict(self.log)
+    def seek_snapshot(self, messages, cutoff_us: int) -> None:
+        """Unacked = the snapshot's ``(seq, publish_us, wire)`` messages; other
+        retained messages become acked."""
+        merged = self._retained(cutoff_us)
         wanted = set()
-        for seq, message, publish_us, size in messages:
+        for seq, publish_us, wire in messages:
             wanted.add(seq)
             if seq not in merged:
-                merged[seq] = Entry(seq, message, publish_us, size)
-        entries = [merged[seq] for seq in sorted(merged)]
-        self._reset(entries, lambda entry: entry.seq in wanted)
+                merged[seq] = (publish_us, wire, None)
+        self._reset(merged, lambda seq, publish_us: seq in wanted)
 
-    def _reset(self, entries: list[Entry], unacked) -> None:
+    def _retained(self, cutoff_us: int) -> dict:
+        """``{seq: (publish_us, wire, entry or None)}`` of every message kept."""
+        merged = {seq: (publish_us, wire, None)
+                  for seq, publish_us, wire in self.acked.items(cutoff_us)}
+        for entry in self.log.values():
+            if entry.publish_us >= cutoff_us:
+                merged[entry.seq] = (entry.publish_us, entry.wire, entry)
+        return merged
+
+    def _reset(self, merged: dict, unacked) -> None:
+        """Rebuild from ``merged``: ``unacked(seq, publish_us)`` says which are."""
+        for entry in self.log.values():
+            _detach(entry)
+            entry.state = GONE            # stale in the old ready deque and heap
         self.generation = next(_GENERATIONS)
         self.ready.clear()
         self.leases.clear()
         self.leased = 0
-        self.unacked = 0
         self.log = OrderedDict()
-        for entry in entries:
-            _detach(entry)
-            if unacked(entry):
+        self.acked = MessageLog()
+        for seq in sorted(merged):
+            publish_us, wire, entry = merged[seq]
+            if unacked(seq, publish_us):
+                if entry is None:
+                    entry = Entry(seq, wire, publish_us)
                 entry.state = READY
+                entry.lessee = None
                 self.ready.append(entry)
-                self.unacked += 1
-                self.log[entry.seq] = entry
-            else:
-                entry.state = ACKED
-                if self.retain_acked:
-                    self.log[entry.seq] = entry
+                self.log[seq] = entry
+            elif self.retain_acked:
+                self.acked.append(seq, publish_us, wire)
 
     def drop_all(self) -> None:
         """Forget everything (the subscription was detached or deleted)."""
@@ -293,6 +315,7 @@ class SubscriptionQueue:
             _detach(entry)
             entry.state = GONE
         self.log.clear()
+        self.acked.clear()
         self.ready.clear()
         self.leases.clear()
-        self.leased = self.unacked = 0
+        self.leased = 0

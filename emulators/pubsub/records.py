@@ -3,12 +3,12 @@ Google's own emulator), and the resource messages it answers Get calls with."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 from google.pubsub_v1.types import pubsub as types
 
 from emulators.pubsub import limits
 from emulators.pubsub.queue import SubscriptionQueue
+from emulators.pubsub.retained import MessageLog
 
 __all__ = ["TopicRecord", "SubscriptionRecord", "SnapshotRecord", "resolved_subscription",
            "TOPIC_PB", "SUBSCRIPTION_PB", "SNAPSHOT_PB", "MESSAGE_PB"]
@@ -66,17 +66,15 @@ class SubscriptionRecord:
 
 class SnapshotRecord:
     """A snapshot: the unacked messages of a subscription at creation, plus every
-    message published to the topic since. ``messages`` maps seq to
-    ``(message, publish_us, size)``."""
+    message published to the topic since, as ``(seq, publish_us, wire)`` in a
+    compact :class:`~emulators.pubsub.retained.MessageLog`."""
 
     __slots__ = ("name", "topic", "messages", "expire_us", "labels")
 
     def __init__(self, name: str, topic: str, messages, expire_us: int, labels):
         self.name = name
         self.topic = topic
-        self.messages: OrderedDict[int, tuple] = OrderedDict(
-            (seq, (message, publish_us, size))
-            for seq, message, publish_us, size in messages)
+        self.messages = MessageLog(messages)
         self.expire_us = expire_us
         self.labels = dict(labels)
 
@@ -86,8 +84,7 @@ class SnapshotRecord:
         return snapshot
 
     def replay(self):
-        return [(seq, message, publish_us, size)
-                for seq, (message, publish_us, size) in self.messages.items()]
+        return self.messages.items()
 
 
 def resolved_subscription(requested):

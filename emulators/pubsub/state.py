@@ -9,6 +9,7 @@ callers may serialize them after the lock is released.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import logging
 import threading
 import time
@@ -55,6 +56,26 @@ def _page(items: list[str], page_size: int, token: str) -> tuple[list[str], str]
     chunk = items[start:start + size]
     more = start + size < len(items)
     return chunk, (chunk[-1] if more and chunk else "")
+
+
+def _dead_letter_copy(subscription: str, entry):
+    """What Pub/Sub publishes to the dead-letter topic for ``entry``: its data,
+    attributes and ordering key, plus attributes naming where it came from."""
+    original = MESSAGE_PB.FromString(entry.wire)
+    copy = MESSAGE_PB(data=original.data, attributes=original.attributes,
+                      ordering_key=original.ordering_key)
+    _, project, _, subscription_id = subscription.split("/")
+    seconds, micros = divmod(entry.publish_us, 1_000_000)
+    published = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(
+        microsecond=micros)
+    copy.attributes.update({
+        "CloudPubSubDeadLetterSourceDeliveryCount": str(entry.attempts),
+        "CloudPubSubDeadLetterSourceSubscription": subscription_id,
+        "CloudPubSubDeadLetterSourceSubscriptionProject": project,
+        "CloudPubSubDeadLetterSourceTopicPublishTime":
+            published.isoformat(timespec="milliseconds"),
+    })
+    return copy
 
 
 def _check_topic(topic) -> None:
@@ -183,11 +204,13 @@ class PubSubState:
             message.message_id = message_id
             message.publish_time.seconds = seconds
             message.publish_time.nanos = micros * 1000
-            size = message.ByteSize()
+            # One bytes object per message, shared by every subscription and snapshot
+            # (a protobuf object would keep its whole publish request alive).
+            wire = message.SerializeToString()
             for sub in subs:
-                sub.queue.add(seq, message, publish_us, size)
+                sub.queue.add(seq, wire, publish_us)
             for snap in snaps:
-                snap.messages[seq] = (message, publish_us, size)
+                snap.messages.append(seq, publish_us, wire)
             ids.append(message_id)
         for sub in subs:
             sub.queue.prune(publish_us - sub.retention_us)
@@ -205,11 +228,9 @@ class PubSubState:
             for entry in entries:
                 record.queue.requeue(entry)
             return
-        copies = [MESSAGE_PB(data=e.message.data, attributes=e.message.attributes,
-                             ordering_key=e.message.ordering_key) for e in entries]
-        self._publish_locked(topic, copies)
+        self._publish_locked(topic, [_dead_letter_copy(record.name, e) for e in entries])
         _LOGGER.debug("dead-lettered subscription=%s topic=%s count=%d", record.name,
-                      name, len(copies))
+                      name, len(entries))
 
     # -- subscriptions --------------------------------------------------------------
     def create_subscription(self, requested):
@@ -307,15 +328,16 @@ class PubSubState:
             raise invalid("Seek needs a target: set either `time` or `snapshot`.")
         with self.lock:
             record = self.sub_locked(subscription)
+            cutoff = now_us() - record.retention_us
             if snapshot:
                 snap = self.snapshot_locked(snapshot)
                 if snap.topic != record.topic:
                     raise invalid(f"Snapshot {snapshot!r} is of topic {snap.topic!r}, but "
                                   f"subscription {subscription!r} reads {record.topic!r}: "
                                   "seek to a snapshot of the same topic.")
-                record.queue.seek_snapshot(snap.replay())
+                record.queue.seek_snapshot(snap.replay(), cutoff)
             else:
-                record.queue.seek_time(time_us)
+                record.queue.seek_time(time_us, cutoff)
             record.cond.notify_all()
         _LOGGER.debug("seek subscription=%s time_us=%s snapshot=%s", subscription,
                       time_us, snapshot)
@@ -332,7 +354,7 @@ class PubSubState:
                 raise failed_precondition(f"The topic of subscription {subscription!r} "
                                           "was deleted: a snapshot needs a live topic.")
             messages = record.queue.unacked_messages()
-            oldest = messages[0][2] if messages else now_us()
+            oldest = messages[0][1] if messages else now_us()
             snap = SnapshotRecord(name, record.topic, messages,
                                   oldest + SNAPSHOT_LIFETIME_US, labels)
             self._snapshots[name] = snap

@@ -16,6 +16,7 @@ from google.pubsub_v1.types import pubsub as types
 
 from emulators.pubsub.delivery import Delivery, Stream
 from emulators.pubsub.errors import ApiError, invalid
+from emulators.pubsub.wire import received_messages_bytes
 
 __all__ = ["StreamingPull", "TICK_S"]
 
@@ -26,7 +27,6 @@ _LOGGER = logging.getLogger(__name__)
 TICK_S = 1.0
 
 _RESPONSE = types.StreamingPullResponse.pb()
-_RECEIVED = types.ReceivedMessage.pb()
 
 
 class StreamingPull:
@@ -93,9 +93,7 @@ class StreamingPull:
     @staticmethod
     def _response(stream: Stream, taken):
         resource = stream.record.resource
-        response = _RESPONSE(received_messages=[
-            _RECEIVED(ack_id=ack_id, message=message, delivery_attempt=attempt)
-            for ack_id, message, attempt in taken])
+        response = _RESPONSE.FromString(received_messages_bytes(taken))
         props = response.subscription_properties
         props.exactly_once_delivery_enabled = resource.enable_exactly_once_delivery
         props.message_ordering_enabled = resource.enable_message_ordering

@@ -15,6 +15,7 @@ from emulators.pubsub.delivery import Delivery
 from emulators.pubsub.errors import abort_on_error, unimplemented
 from emulators.pubsub.state import PubSubState
 from emulators.pubsub.streaming import StreamingPull
+from emulators.pubsub.wire import received_messages_bytes
 
 __all__ = ["SubscriberService", "PULL_WAIT_S"]
 
@@ -28,16 +29,9 @@ SERVICE = "google.pubsub.v1.Subscriber"
 PULL_WAIT_S = 0.2
 
 _PULL_RESPONSE = types.PullResponse.pb()
-_RECEIVED = types.ReceivedMessage.pb()
 _LIST_SUBSCRIPTIONS_RESPONSE = types.ListSubscriptionsResponse.pb()
 _LIST_SNAPSHOTS_RESPONSE = types.ListSnapshotsResponse.pb()
 _SEEK_RESPONSE = types.SeekResponse.pb()
-
-
-def received_messages(taken) -> list:
-    """ReceivedMessage protobufs from ``(ack_id, message, delivery_attempt)`` tuples."""
-    return [_RECEIVED(ack_id=ack_id, message=message, delivery_attempt=attempt)
-            for ack_id, message, attempt in taken]
 
 
 class SubscriberService:
@@ -120,7 +114,7 @@ class SubscriberService:
     def pull(self, request, context):
         wait_s = 0.0 if request.return_immediately else PULL_WAIT_S
         taken = self._delivery.pull(request.subscription, request.max_messages, wait_s)
-        return _PULL_RESPONSE(received_messages=received_messages(taken))
+        return _PULL_RESPONSE.FromString(received_messages_bytes(taken))
 
     @abort_on_error
     def acknowledge(self, request, context):
