@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "emulators.cli",
     "rotwatch.stack_cli",
     "rotwatch.report_cli",
+    "rotwatch.deadletter_cli",
     "rotwatch.model_cli",
     "pipelines.cli",
     "trainer.cli",

@@ -42,7 +42,7 @@ SUBSCRIPTIONS = {
     "pipeline": "feedback-pipeline",
     "trainer": "model-rot-trainer",
     # Pub/Sub keeps a message only for subscriptions that exist when it is published:
-    # these hold dead letters until a person (or `rotwatch deadletter`) reads them.
+    # these hold dead letters until a person reads them (`rotwatch deadletter show`).
     "deadletter": "feedback-deadletter-inspect",
     "rot-deadletter": "model-rot-deadletter-inspect",
 }
