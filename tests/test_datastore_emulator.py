@@ -343,6 +343,35 @@ def test_aggregations_count_sum_avg(client):
     assert next(iter(limited.fetch(limit=4)))[0].value == 4
 
 
+def test_count_without_filters_matches_a_scan(client):
+    """A plain COUNT is answered from SQL; it must agree with counting what a query
+    returns (limit, keys-only, ancestors, other kinds, namespaces)."""
+    _numbers(client)
+    _numbers(client, kind="Other", count=3)
+    parent = client.key("Num", 1)
+    child = datastore.Entity(client.key("Num", 1, "Child", "c"))
+    client.put(child)
+
+    def count(query, **fetch):
+        return next(iter(client.aggregation_query(query).count(alias="n")
+                         .fetch(**fetch)))[0].value
+
+    assert count(client.query(kind="Num")) == 20
+    assert count(client.query(kind="Other")) == 3
+    assert count(client.query(kind="Child")) == 1
+    assert count(client.query(kind="Num"), limit=25) == 20
+    assert count(client.query(kind="Num"), limit=7) == 7
+    keys_only = client.query(kind="Num")
+    keys_only.keys_only()
+    assert count(keys_only) == 20
+    assert count(client.query(kind="Num", ancestor=parent)) == 1
+    assert count(client.query(kind="Missing")) == 0
+    other = datastore.Client(project=client.project, namespace=client.namespace + "-x")
+    assert next(iter(other.aggregation_query(other.query(kind="Num"))
+                     .count(alias="n").fetch()))[0].value == 0
+    assert len(list(client.query(kind="Num").fetch())) == 20
+
+
 def test_statistics_and_gql(client, gapic):
     _numbers(client)
     totals = list(client.query(kind="__Stat_Ns_Total__").fetch())

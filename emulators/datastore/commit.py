@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from emulators.datastore.errors import DatastoreError, invalid, unimplemented
 from emulators.datastore.keys import (Partition, check_key, describe,
@@ -23,7 +24,7 @@ from emulators.datastore.keys import (Partition, check_key, describe,
 from emulators.datastore.protos import MutationResult
 from emulators.datastore.store import Store, Write
 from emulators.datastore.timestamps import set_timestamp
-from emulators.datastore.values import check_indexed_sizes
+from emulators.datastore.values import MAX_INDEXED_BYTES, check_indexed_sizes
 
 __all__ = ["prepare", "apply", "Planned", "MAX_MUTATIONS", "MAX_ENTITY_BYTES"]
 
@@ -45,6 +46,7 @@ class Planned:
     update_us: int | None
     mask: list | None
     path: bytes | None = None  # encoded key path, once the key is complete
+    partition: Partition | None = None  # of the key, once known
 
 
 def prepare(mutations, project: str, database: str) -> list[Planned]:
@@ -76,12 +78,14 @@ def prepare(mutations, project: str, database: str) -> list[Planned]:
                 raise invalid(f"{what}: entity {describe(key)} is {size} bytes, larger "
                               f"than Datastore's limit of {MAX_ENTITY_BYTES} bytes: "
                               f"store large data elsewhere (e.g. Cloud Storage)")
-            check_indexed_sizes(entity, f"{what} {describe(key)}")
+            if size > MAX_INDEXED_BYTES:   # else no value in it can be that long
+                check_indexed_sizes(entity, f"{what} {describe(key)}")
         complete = is_complete(key)
-        path = None
+        path = part = None
         if complete:
             path = encode_path(key.path)
-            ident = (partition_of(key), path)
+            part = partition_of(key)
+            ident = (part, path)
             if ident in seen:
                 raise invalid(f"a commit may not contain two mutations of the same key "
                               f"({describe(key)}): deduplicate the mutations")
@@ -96,7 +100,7 @@ def prepare(mutations, project: str, database: str) -> list[Planned]:
             base_version=mutation.base_version if which == "base_version" else None,
             update_us=update_us,
             mask=list(mutation.property_mask.paths) if mutation.HasField("property_mask")
-            else None, path=path))
+            else None, path=path, partition=part))
     return planned
 
 
@@ -137,7 +141,7 @@ def apply(store: Store, planned: list[Planned], version: int, commit_us: int):
     by_partition: dict[Partition, list[bytes]] = {}
     paths = []
     for item in planned:
-        part = partition_of(item.key)
+        part = item.partition or partition_of(item.key)
         paths.append((part, item.path))
         by_partition.setdefault(part, []).append(item.path)
     stored = {}
@@ -145,6 +149,8 @@ def apply(store: Store, planned: list[Planned], version: int, commit_us: int):
         for path, row in store.get_many(part, part_paths).items():
             stored[(part, path)] = row
     writes, results = [], []
+    commit_time = Timestamp()
+    set_timestamp(commit_time, commit_us)
     for item, ident in zip(planned, paths):
         row = stored.get(ident)
         if item.op == "insert" and row is not None:
@@ -167,7 +173,7 @@ def apply(store: Store, planned: list[Planned], version: int, commit_us: int):
         if item.allocate:
             result.key.CopyFrom(item.key)
         result.version = version
-        set_timestamp(result.update_time, commit_us)
+        result.update_time.CopyFrom(commit_time)
         kind = item.key.path[-1].kind
         if item.op == "delete":
             writes.append(Write(ident[0], kind, ident[1], None, 0))
@@ -175,8 +181,12 @@ def apply(store: Store, planned: list[Planned], version: int, commit_us: int):
         entity = item.entity
         if item.mask is not None:
             entity = _masked(entity, row.entity if row else None, item.mask, type(entity))
-        create_us = row.create_us if row is not None else commit_us
-        set_timestamp(result.create_time, create_us)
+        if row is None:
+            create_us = commit_us
+            result.create_time.CopyFrom(commit_time)
+        else:
+            create_us = row.create_us
+            set_timestamp(result.create_time, create_us)
         writes.append(Write(ident[0], kind, ident[1], entity.SerializeToString(),
                             create_us))
     if writes:
