@@ -8,8 +8,10 @@ runs them). Three phases:
    them back 500 at a time with acks (no pipeline): the ceiling on this machine.
 2. throughput: with the pipeline running (bundle-based DirectRunner, PullBacklog on),
    publish ``--messages`` events as fast as the client goes and time until every one
-   is a stored ``Feedback`` entity; also with ``--local_pull_batch 0`` (Beam's own
-   10-message read only) when ``--compare-beam-read`` is given.
+   is a stored ``Feedback`` entity, and until the pipeline has done all its work on
+   them (its CPU falls quiet: the runner may run the Datastore branch of a bundle
+   before the windows'); events/s is the latter; also with ``--local_pull_batch 0``
+   (Beam's own 10-message read only) when ``--compare-beam-read`` is given.
 3. memory: publish at ``--load`` x the measured throughput for ``--duration`` seconds,
    sampling the pipeline's resident memory every second; then check that everything
    published was stored.
@@ -160,22 +162,65 @@ def cpu_s(proc) -> float:
     return times.user + times.system
 
 
+def runqueue_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` have waited for a CPU while runnable (Linux
+    schedstat; 0 elsewhere): how much other load on the machine held it back."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def wait_quiet(pipeline, since: float, quiet_cores: float = 0.2, hold_s: float = 1.0,
+               every: float = 0.2, timeout: float = STORE_TIMEOUT_S) -> float:
+    """When the pipeline last worked: the end of its last interval above
+    ``quiet_cores`` once it has stayed below for ``hold_s`` (idle it uses ~0.02 cores;
+    CPU times tick in 10 ms, so a sample resolves 0.05 cores)."""
+    last_busy, prev_t, prev = since, time.monotonic(), pipeline.cpu_s()
+    while time.monotonic() - since < timeout:
+        time.sleep(every)
+        now, cpu = time.monotonic(), pipeline.cpu_s()
+        if (cpu - prev) / (now - prev_t) >= quiet_cores:
+            last_busy = now
+        elif now - last_busy >= hold_s:
+            return last_busy
+        prev_t, prev = now, cpu
+    raise SystemExit(f"the pipeline did not fall quiet in {timeout} s")
+
+
 def run_pipeline_phase(ds, publisher, topic, argv, events, emulators) -> dict:
     pipeline = Pipeline(argv)
     try:
         before = stored_count(ds)
         cpu0, emu0 = pipeline.cpu_s(), cpu_s(emulators)
+        waited0 = runqueue_s(pipeline.proc.pid)
         started = time.monotonic()
         publish_s = publish(publisher, topic, events)
-        done = wait_stored(ds, before + len(events))
+        stored = wait_stored(ds, before + len(events))
+        done = wait_quiet(pipeline, stored)
         wall = done - started
+        pipeline_cpu, emulator_cpu = pipeline.cpu_s() - cpu0, cpu_s(emulators) - emu0
         return {"messages": len(events), "publish_s": round(publish_s, 2),
+                # every event stored, and every event through the whole pipeline
+                "stored_per_s": len(events) / (stored - started),
                 "events_per_s": len(events) / wall,
                 # CPU seconds per wall second: 1.0 = one core busy all along
-                "pipeline_cores": round((pipeline.cpu_s() - cpu0) / wall, 2),
-                "emulator_cores": round((cpu_s(emulators) - emu0) / wall, 2),
-                "pipeline_cpu_us_per_event": round((pipeline.cpu_s() - cpu0)
-                                                   / len(events) * 1e6),
+                "pipeline_cores": round(pipeline_cpu / wall, 2),
+                "emulator_cores": round(emulator_cpu / wall, 2),
+                "pipeline_cpu_us_per_event": round(pipeline_cpu / len(events) * 1e6),
+                "emulator_cpu_us_per_event": round(emulator_cpu / len(events) * 1e6),
+                # a busy machine: the pipeline waited this share of the run for a CPU
+                "pipeline_cpu_wait_share": round(
+                    (runqueue_s(pipeline.proc.pid) - waited0) / wall, 2),
+                "load_1min": round(os.getloadavg()[0], 2),
                 "rss_mib": round(pipeline.rss_mib(), 1)}
     finally:
         pipeline.stop()
@@ -281,10 +326,14 @@ def main(argv=None) -> int:
         ratio = results["pipeline"]["events_per_s"] / results["raw"]["publish_pull_per_s"]
         results["pipeline"]["fraction_of_raw"] = round(ratio, 3)
         p_ = results["pipeline"]
-        print(f"pipeline (PullBacklog): {p_['events_per_s']:,.0f} events/s stored = "
-              f"{ratio:.0%} of raw publish+pull; pipeline {p_['pipeline_cores']} cores "
+        print(f"pipeline (PullBacklog): {p_['events_per_s']:,.0f} events/s through "
+              f"the pipeline = {ratio:.0%} of raw publish+pull (all stored at "
+              f"{p_['stored_per_s']:,.0f}/s); pipeline {p_['pipeline_cores']} cores "
               f"({p_['pipeline_cpu_us_per_event']} us CPU/event), emulators "
-              f"{p_['emulator_cores']} cores", flush=True)
+              f"{p_['emulator_cores']} cores ({p_['emulator_cpu_us_per_event']} us "
+              f"CPU/event); pipeline waited for a CPU "
+              f"{p_['pipeline_cpu_wait_share']:.0%} of the time, load "
+              f"{p_['load_1min']}", flush=True)
         if args.compare_beam_read:
             beam_only = run_pipeline_phase(
                 ds, publisher, topic, pipeline_argv(subscription, deadletter, rot,

@@ -13,13 +13,19 @@ per key, window and bundle; the results are the same.
   arrival order, for a stateful DoFn that takes a list.
 
 Outputs carry the earliest input timestamp of their group, so they hold the
-watermark exactly as the inputs did.
+watermark exactly as the inputs did. Both take ``key_fn``: then the input is plain
+values and the key is ``key_fn(value)``, which saves the keying ``Map`` before them
+(on the bundle-based DirectRunner every step costs ~10 µs per element whatever it
+does). ``GroupInBundle(..., global_window=True)`` also puts its output in the global
+window, as a ``WindowInto(GlobalWindows())`` before it would.
 """
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 __all__ = ["CombineInBundle", "MergeAccumulators", "GroupInBundle"]
@@ -34,12 +40,20 @@ class _PerBundle(beam.DoFn):
     with ``value`` added); a DoFn cannot also be an ``abc.ABC`` (metaclass conflict).
     """
 
+    _key_fn = None
+    _global_window = False
+
     def start_bundle(self):
         self._groups = {}
 
     def process(self, element, window=beam.DoFn.WindowParam,
                 timestamp=beam.DoFn.TimestampParam):
-        key, value = element
+        if self._key_fn is None:
+            key, value = element
+        else:
+            key, value = self._key_fn(element), element
+        if self._global_window:
+            window = GlobalWindow()
         slot = self._groups.get((key, window))
         if slot is None:
             slot = self._groups[(key, window)] = [self._new(), timestamp]
@@ -54,10 +68,12 @@ class _PerBundle(beam.DoFn):
 
 
 class CombineInBundle(_PerBundle):
-    """``(key, value)`` -> ``(key, accumulator of combine_fn)`` per bundle and window."""
+    """``(key, value)`` -> ``(key, accumulator of combine_fn)`` per bundle and window
+    (``value`` -> ... with ``key_fn``)."""
 
-    def __init__(self, combine_fn: beam.CombineFn):
+    def __init__(self, combine_fn: beam.CombineFn, key_fn: Callable | None = None):
         self._fn = combine_fn
+        self._key_fn = key_fn
 
     def _new(self):
         return self._fn.create_accumulator()
@@ -88,7 +104,12 @@ class MergeAccumulators(beam.CombineFn):
 
 
 class GroupInBundle(_PerBundle):
-    """``(key, value)`` -> ``(key, [value, ...])`` per bundle and window."""
+    """``(key, value)`` -> ``(key, [value, ...])`` per bundle and window (``value`` ->
+    ... with ``key_fn``; all in the global window with ``global_window``)."""
+
+    def __init__(self, key_fn: Callable | None = None, global_window: bool = False):
+        self._key_fn = key_fn
+        self._global_window = global_window
 
     def _new(self):
         return []

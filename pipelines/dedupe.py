@@ -44,9 +44,14 @@ def id_hash(event_id: str) -> int:
 
 def dedupe_key(event) -> tuple[int, int]:
     """``(bucket start in ms, shard)`` of an event."""
+    return _keyed(event)[0]
+
+
+def _keyed(event) -> tuple[tuple[int, int], tuple[int, Any]]:
+    """``(dedupe_key(event), (id_hash(event.event_id), event))``: the hash once."""
     bucket_ms = BUCKET_S * 1000
-    return (to_millis(event.event_time) // bucket_ms * bucket_ms,
-            id_hash(event.event_id) % SHARDS)
+    h = id_hash(event.event_id)
+    return (to_millis(event.event_time) // bucket_ms * bucket_ms, h % SHARDS), (h, event)
 
 
 class _FirstDeliveryFn(beam.DoFn):
@@ -65,12 +70,11 @@ class _FirstDeliveryFn(beam.DoFn):
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
-        key, event = element
+        key, (h, event) = element
         ids = self._seen.get(key)
         if ids is None:
             ids = self._seen[key] = set(seen.read())
             expiry.set(Timestamp(micros=(key[0] + BUCKET_S * 1000 + self._ttl_ms) * 1000))
-        h = id_hash(event.event_id)
         if h in ids:
             self._duplicates.inc()
             return
@@ -97,6 +101,6 @@ class DedupeByEventId(beam.PTransform):
 
     def expand(self, events):
         return (events
-                | "KeyByBucket" >> beam.Map(lambda e: (dedupe_key(e), e))
-                .with_output_types(Tuple[Tuple[int, int], Any])
+                | "KeyByBucket" >> beam.Map(_keyed)
+                .with_output_types(Tuple[Tuple[int, int], Tuple[int, Any]])
                 | "KeepFirstDelivery" >> beam.ParDo(_FirstDeliveryFn(self._ttl_s)))

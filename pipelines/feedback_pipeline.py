@@ -35,6 +35,7 @@ On Dataflow (``make run-dataflow PROJECT=... REGION=... TEMP_LOCATION=gs://...``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import signal
 import threading
@@ -54,7 +55,7 @@ from pipelines.parse import DEADLETTER, ParseFeedback
 from pipelines.publish import PublishRotEvent
 from pipelines.rot import DecideRot
 from pipelines.source import ReadFeedbackMessages
-from pipelines.store import ToFeedbackEntity, WriteEntities
+from pipelines.store import WriteEntities, feedback_entity
 from pipelines.versions import RegistryCatalog
 
 __all__ = ["build_pipeline", "run", "make_options", "preflight", "LOCAL_RUNNER"]
@@ -119,9 +120,11 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, source=None,
         | "PublishDeadLetters" >> WriteToPubSub(config.deadletter_topic,
                                                 with_attributes=True))
     feedback_written = (events
-                        | "ToFeedbackEntity" >> beam.ParDo(ToFeedbackEntity(project,
-                                                                            namespace))
-                        | "StoreFeedback" >> WriteEntities(project, config.throttle_rampup))
+                        # entities made in the write's dedupe step: one step less
+                        | "StoreFeedback" >> WriteEntities(
+                            project, config.throttle_rampup,
+                            to_entity=functools.partial(feedback_entity, project=project,
+                                                        namespace=namespace)))
     checkpoints = ((messages, feedback_written, deadletters_published)
                    | "RecordCheckpoint" >> RecordCheckpoint(
                        config.subscription, project, namespace,

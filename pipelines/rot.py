@@ -349,10 +349,10 @@ class DecideRot(beam.PTransform):
                      .with_output_types(Tuple[Tuple[str, str], Any])
                      | "DecideWindowRot" >> beam.ParDo(DecideWindowRot(self._rules)))
         by_detector = (events
-                       | "UnwindowEvents" >> beam.WindowInto(window.GlobalWindows())
-                       | "KeyEvents" >> beam.Map(lambda e: ((e.model, e.version), e))
-                       .with_output_types(Tuple[Tuple[str, str], Any])
-                       | "GroupInBundle" >> beam.ParDo(GroupInBundle())
+                       # keyed by (model, version) in the step itself, and in the
+                       # global window (the detector's state spans all time)
+                       | "GroupInBundle" >> beam.ParDo(GroupInBundle(
+                           key_fn=lambda e: (e.model, e.version), global_window=True))
                        .with_output_types(Tuple[Tuple[str, str], Any])
                        | "DetectErrorRateChange" >> beam.ParDo(
                            DetectErrorRateChange(self._catalog, self._rules)))

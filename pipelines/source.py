@@ -47,6 +47,12 @@ ID_ATTRIBUTE = "event_id"
 PULL_TIMEOUT_S = 10.0
 # Ack ids per Acknowledge request: well inside Pub/Sub's 512 KB request limit.
 ACK_BATCH = 2500
+# FULL: a Pull answer can be short of ``max_messages`` with more waiting — the local
+# emulator cuts answers near 4 MiB, so that a message over gRPC's default receive
+# limit comes alone. So this read pulls until an answer is empty (one cheap empty
+# Pull per bundle), and takes such a big message itself: its client has no limit,
+# so the message is dead-lettered with a reason at once instead of failing Beam's
+# own (4 MiB) read until the subscription's dead-letter policy gives up on it.
 
 
 def to_beam_message(message) -> tuple[PubsubMessage, Timestamp | None]:
@@ -66,7 +72,7 @@ class PullBacklog(beam.DoFn):
     """Pass each message through; once per bundle, pull up to ``max_per_bundle``
     more from ``subscription`` (``batch`` per Pull) and emit them too."""
 
-    def __init__(self, subscription: str, batch: int = 500, max_per_bundle: int = 5000):
+    def __init__(self, subscription: str, batch: int = 500, max_per_bundle: int = 20000):
         if not 0 < batch <= 1000:
             raise ValueError(f"batch={batch} must be in 1..1000 (Pub/Sub's Pull limit)")
         if max_per_bundle < batch:
@@ -108,8 +114,8 @@ class PullBacklog(beam.DoFn):
                 self._ack_ids.append(item.ack_id)
                 yield beam.window.TimestampedValue(msg, when) if when else msg
             self._pulled.inc(len(received))
-            if len(received) < self._batch:
-                break
+            if not received:
+                break   # drained; a short answer alone does not say so (see FULL)
 
     def finish_bundle(self):
         # Everything pulled has been emitted into this bundle: now it may be acked.
@@ -123,7 +129,7 @@ class ReadFeedbackMessages(beam.PTransform):
     """PBegin -> PubsubMessage (with attributes) from the feedback subscription."""
 
     def __init__(self, subscription: str, local: bool, pull_batch: int = 500,
-                 pull_max: int = 5000, label: str | None = None):
+                 pull_max: int = 20000, label: str | None = None):
         super().__init__(label)
         self._subscription = subscription
         self._local = local
