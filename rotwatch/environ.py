@@ -10,10 +10,13 @@ __all__ = ["scoped_environ"]
 
 
 @contextlib.contextmanager
-def scoped_environ(values: Mapping[str, str], drop: Sequence[str] = ()) -> Iterator[None]:
-    """``values`` set and ``drop`` unset in ``os.environ`` inside the block; every
-    variable touched is restored (or removed again) after it, even on an error."""
-    saved = {k: os.environ.get(k) for k in (*values, *drop)}
+def scoped_environ(values: Mapping[str, str] | None = None, drop: Sequence[str] = (),
+                   keep: Sequence[str] = ()) -> Iterator[None]:
+    """``values`` set and ``drop`` unset in ``os.environ`` inside the block; these and
+    the ``keep`` variables (which code inside the block may set) are restored (or
+    removed again) after it, even on an error."""
+    values = values or {}
+    saved = {k: os.environ.get(k) for k in (*values, *drop, *keep)}
     for key in drop:
         os.environ.pop(key, None)
     os.environ.update(values)

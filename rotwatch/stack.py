@@ -20,6 +20,7 @@ import sys
 import urllib.request
 
 from rotwatch.config import Settings
+from rotwatch.environ import scoped_environ
 from rotwatch.supervisor import Component
 
 __all__ = ["StackConfig", "components", "stack_env", "status_text"]
@@ -142,16 +143,8 @@ def start_stack(config: StackConfig, out=None, on_line=None):
     specs = components(config)
     try:
         supervisor.start(specs[0])
-        saved = {k: os.environ.get(k) for k in stack_env(config)}
-        os.environ.update(stack_env(config))
-        try:
+        with scoped_environ(stack_env(config)):
             ensure_pubsub_resources(Settings(project=config.project))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         for spec in specs[1:]:
             supervisor.start(spec)
     except BaseException:

@@ -9,7 +9,6 @@ DirectRunner would first try to download Prism).
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -24,7 +23,6 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
-from emulators.datastore import DatastoreEmulator  # noqa: E402
 
 # Beam's own statistics query passes filters positionally; the client warns about it.
 pytestmark = pytest.mark.filterwarnings(
@@ -33,28 +31,11 @@ pytestmark = pytest.mark.filterwarnings(
 PROJECT = "local-project"
 KIND = "BeamThing"
 COUNT = 3000  # six full commits of 500, and enough keys for four scatter splits
-_ENV = ("DATASTORE_EMULATOR_HOST", "DATASTORE_PROJECT_ID")
 
 
 @pytest.fixture(scope="module")
-def emulator():
-    saved = {k: os.environ.get(k) for k in _ENV}
-    # Beam caches its Datastore client per (project, namespace) for an hour, bound to
-    # the emulator address of its first use: start and end with an empty cache.
-    helper.get_client.cache_clear()
-    emulator = DatastoreEmulator().start()
-    os.environ["DATASTORE_EMULATOR_HOST"] = emulator.address
-    os.environ["DATASTORE_PROJECT_ID"] = PROJECT
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-        helper.get_client.cache_clear()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def emulator(beam_datastore):
+    return beam_datastore
 
 
 def _entity(i: int) -> Entity:

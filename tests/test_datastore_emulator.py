@@ -23,6 +23,7 @@ from google.cloud.datastore_v1 import DatastoreClient
 from google.cloud.datastore_v1.services.datastore.transports import DatastoreGrpcTransport
 
 from emulators.datastore import DatastoreEmulator
+from rotwatch.environ import scoped_environ
 
 PROJECT = "local-project"
 _ENV = ("DATASTORE_EMULATOR_HOST", "DATASTORE_PROJECT_ID")
@@ -37,17 +38,12 @@ def _start(data_dir=None) -> DatastoreEmulator:
 
 @pytest.fixture(scope="module")
 def emulator():
-    saved = {k: os.environ.get(k) for k in _ENV}
-    emulator = _start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with scoped_environ(keep=_ENV):
+        emulator = _start()
+        try:
+            yield emulator
+        finally:
+            emulator.stop()
 
 
 @pytest.fixture
@@ -491,9 +487,8 @@ def test_a_data_dir_serves_one_emulator_at_a_time(tmp_path):
 
 
 def test_data_survives_a_restart(tmp_path):
-    saved = {k: os.environ.get(k) for k in _ENV}
     data_dir = tmp_path / "datastore"
-    try:
+    with scoped_environ(keep=_ENV):
         emulator = _start(str(data_dir))
         client = datastore.Client(project=PROJECT)
         entity = datastore.Entity(client.key("Keep", "me"))
@@ -508,9 +503,3 @@ def test_data_survives_a_restart(tmp_path):
         client.put(fresh)
         assert fresh.key.id >= 1 and len(list(client.query(kind="Keep").fetch())) == 2
         emulator.stop()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

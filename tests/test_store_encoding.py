@@ -18,7 +18,6 @@ import pytest
 apache_beam = pytest.importorskip("apache_beam")
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.io.gcp.datastore.v1new import helper  # noqa: E402
 from apache_beam.io.gcp.datastore.v1new.datastoreio import WriteToDatastore  # noqa: E402
 from apache_beam.io.gcp.datastore.v1new.types import Entity, Key  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
@@ -26,14 +25,12 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E
 from google.cloud import datastore  # noqa: E402
 from google.cloud.datastore.helpers import GeoPoint  # noqa: E402
 
-from emulators.datastore import DatastoreEmulator  # noqa: E402
 from pipelines.checkpoint import checkpoint_entity  # noqa: E402
 from pipelines.store import (EncodingWriteToDatastore, _EncodingWriteFn,  # noqa: E402
                              entity_pb, feedback_entity, make_entity)
 from rotwatch.events import FeedbackEvent  # noqa: E402
 
 PROJECT = "local-project"
-_ENV = ("DATASTORE_EMULATOR_HOST", "DATASTORE_PROJECT_ID")
 UTC = dt.timezone.utc
 
 
@@ -169,22 +166,8 @@ def test_another_project_is_refused_as_the_client_does():
 
 
 @pytest.fixture(scope="module")
-def emulator():
-    saved = {k: os.environ.get(k) for k in _ENV}
-    helper.get_client.cache_clear()   # Beam caches its client per project for an hour
-    emulator = DatastoreEmulator().start()
-    os.environ["DATASTORE_EMULATOR_HOST"] = emulator.address
-    os.environ["DATASTORE_PROJECT_ID"] = PROJECT
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-        helper.get_client.cache_clear()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def emulator(beam_datastore):
+    return beam_datastore
 
 
 def test_written_through_the_emulator_reads_back_as_with_beams_write(emulator):
