@@ -1,7 +1,6 @@
 """`rotwatch emulators start` as a user runs it: a real process, real ports."""
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -10,6 +9,7 @@ import sys
 
 from emulators.grpcserver import free_port
 from proc_lines import read_until
+from rotwatch.environ import scoped_environ
 
 ROTWATCH = [sys.executable, "-m", "rotwatch.cli"]
 
@@ -46,27 +46,20 @@ def test_start_prints_exports_persists_data_and_stops_on_sigterm(tmp_path):
     banner = read_until(proc, "Ctrl-C")
     assert f"export PUBSUB_EMULATOR_HOST=127.0.0.1:{ps}" in banner
     assert f"export DATASTORE_EMULATOR_HOST=127.0.0.1:{ds}" in banner
-    env = {"DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        client = datastore.Client(project="local-project")
-        entity = datastore.Entity(client.key("Note", "kept"))
-        entity["text"] = "survives a restart"
-        client.put(entity)
-        assert "emulators stopped" in _stop(proc)
-        assert proc.returncode == 0
+        with scoped_environ({"DATASTORE_EMULATOR_HOST": f"127.0.0.1:{ds}"}):
+            client = datastore.Client(project="local-project")
+            entity = datastore.Entity(client.key("Note", "kept"))
+            entity["text"] = "survives a restart"
+            client.put(entity)
+            assert "emulators stopped" in _stop(proc)
+            assert proc.returncode == 0
 
-        proc = _start(*args)
-        read_until(proc, "Ctrl-C")
-        client = datastore.Client(project="local-project")
-        assert client.get(client.key("Note", "kept"))["text"] == "survives a restart"
+            proc = _start(*args)
+            read_until(proc, "Ctrl-C")
+            client = datastore.Client(project="local-project")
+            assert client.get(client.key("Note", "kept"))["text"] == "survives a restart"
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         out = _stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out
 
