@@ -49,10 +49,11 @@ PULL_TIMEOUT_S = 10.0
 ACK_BATCH = 2500
 # FULL: a Pull answer can be short of ``max_messages`` with more waiting — the local
 # emulator cuts answers near 4 MiB, so that a message over gRPC's default receive
-# limit comes alone. So this read pulls until an answer is empty (one cheap empty
-# Pull per bundle), and takes such a big message itself: its client has no limit,
-# so the message is dead-lettered with a reason at once instead of failing Beam's
-# own (4 MiB) read until the subscription's dead-letter policy gives up on it.
+# limit comes alone. So after a short answer this read pulls once more before it
+# calls the backlog drained (two short answers in a row, or an empty one), and takes
+# such a big message itself: its client has no limit, so the message is dead-lettered
+# with its reason at once instead of failing Beam's own (4 MiB) read until the
+# subscription's dead-letter policy gives up on it.
 
 
 def to_beam_message(message) -> tuple[PubsubMessage, Timestamp | None]:
@@ -97,6 +98,7 @@ class PullBacklog(beam.DoFn):
         if self._drained:
             return
         self._drained = True
+        short = 0
         while len(self._ack_ids) < self._max:
             try:
                 response = self._subscriber.pull(
@@ -114,8 +116,12 @@ class PullBacklog(beam.DoFn):
                 self._ack_ids.append(item.ack_id)
                 yield beam.window.TimestampedValue(msg, when) if when else msg
             self._pulled.inc(len(received))
-            if not received:
-                break   # drained; a short answer alone does not say so (see FULL)
+            # Drained: an empty answer, or a second short one in a row (one short
+            # answer alone does not say so, see FULL; under steady traffic every
+            # answer is short, and the bundle must end).
+            short = 0 if len(received) >= self._batch else short + 1
+            if not received or short >= 2:
+                break
 
     def finish_bundle(self):
         # Everything pulled has been emitted into this bundle: now it may be acked.
