@@ -170,6 +170,17 @@ def test_simulation_through_the_gateway_with_a_switch_mid_run(stack):
     assert windows[0]["share_b"] == 0 and windows[-1]["share_b"] == 1
     assert windows[-1]["versions"] == ["v2"]
     registry.set_default("zombies", "v1", changed_by="test:trainer", reason="reset")
+    _wait_serving(server.url, "v1")   # the gateway hears of it through model-updates
+
+
+def _wait_serving(url: str, version: str, timeout_s: float = 10.0) -> None:
+    import httpx
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/healthz").json()["serving"].get("zombies") == version:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the gateway did not serve zombies {version} within {timeout_s} s")
 
 
 def test_simulate_command_prints_what_it_sent(stack, capsys, tmp_path):
