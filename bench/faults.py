@@ -28,7 +28,8 @@ for _path in (_ROOT, os.path.join(_ROOT, "tests"), os.path.join(_ROOT, "tests", 
         sys.path.insert(0, _path)
 
 from faultkit import Outcome  # noqa: E402
-from faultkit.procs import environment, log_of  # noqa: E402
+from faultkit.procs import log_of  # noqa: E402
+from rotwatch.environ import scoped_environ  # noqa: E402
 
 FAULTS = tuple(range(1, 10))
 NAMES = {1: "1 duplicate delivery", 2: "2 pipeline SIGKILL and restart",
@@ -154,7 +155,7 @@ def run(faults, workdir: str, soak_seconds: float) -> list[Outcome]:
 
     bench = Bench(workdir, soak_seconds)
     rows = []
-    with LocalEmulators(in_memory=True) as stack, environment(stack.env):
+    with LocalEmulators(in_memory=True) as stack, scoped_environ(stack.env):
         try:
             for fault in faults:
                 started = time.monotonic()
