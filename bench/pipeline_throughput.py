@@ -2,11 +2,13 @@
 emulator publish+pull rate measured in the same run, and its memory over a run.
 
 The emulators run in their own process and so does the pipeline (as ``rotwatch up``
-runs them). Three phases:
+runs them). Three phases; the first two run ``--rounds`` times (default 3) and the
+median round counts (every round is printed: the raw rate alone varies by a fifth
+from run to run on a shared 2-core machine):
 
 1. raw: publish ``--messages`` feedback messages with the official client and pull
    them back 500 at a time with acks (no pipeline): the ceiling on this machine.
-2. throughput: with the pipeline running (bundle-based DirectRunner, PullBacklog on),
+2. throughput: with one pipeline process running (bundle-based DirectRunner, PullBacklog on),
    publish ``--messages`` events as fast as the client goes and time until every one
    is a stored ``Feedback`` entity, and until the pipeline has done all its work on
    them (its CPU falls quiet: the runner may run the Datastore branch of a bundle
@@ -17,7 +19,7 @@ runs them). Three phases:
    published was stored.
 
     .venv/bin/python bench/pipeline_throughput.py [--messages 20000] [--duration 60] \\
-        [--compare-beam-read] [--json FILE]
+        [--rounds 3] [--compare-beam-read] [--json FILE]
     .venv/bin/python bench/pipeline_throughput.py --duration 600   # the 10-minute run
 """
 from __future__ import annotations
@@ -196,32 +198,51 @@ def wait_quiet(pipeline, since: float, quiet_cores: float = 0.2, hold_s: float =
     raise SystemExit(f"the pipeline did not fall quiet in {timeout} s")
 
 
-def run_pipeline_phase(ds, publisher, topic, argv, events, emulators) -> dict:
+def _round(ds, publisher, topic, pipeline, events, emulators) -> dict:
+    """Publish ``events`` to the running ``pipeline``; time until all are stored and
+    until the pipeline has done all its work on them."""
+    before = stored_count(ds)
+    cpu0, emu0 = pipeline.cpu_s(), cpu_s(emulators)
+    waited0 = runqueue_s(pipeline.proc.pid)
+    started = time.monotonic()
+    publish_s = publish(publisher, topic, events)
+    stored = wait_stored(ds, before + len(events))
+    done = wait_quiet(pipeline, stored)
+    wall = done - started
+    pipeline_cpu, emulator_cpu = pipeline.cpu_s() - cpu0, cpu_s(emulators) - emu0
+    return {"messages": len(events), "publish_s": round(publish_s, 2),
+            # every event stored, and every event through the whole pipeline
+            "stored_per_s": len(events) / (stored - started),
+            "events_per_s": len(events) / wall,
+            # CPU seconds per wall second: 1.0 = one core busy all along
+            "pipeline_cores": round(pipeline_cpu / wall, 2),
+            "emulator_cores": round(emulator_cpu / wall, 2),
+            "pipeline_cpu_us_per_event": round(pipeline_cpu / len(events) * 1e6),
+            "emulator_cpu_us_per_event": round(emulator_cpu / len(events) * 1e6),
+            # a busy machine: the pipeline waited this share of the run for a CPU
+            "pipeline_cpu_wait_share": round(
+                (runqueue_s(pipeline.proc.pid) - waited0) / wall, 2),
+            "load_1min": round(os.getloadavg()[0], 2),
+            "rss_mib": round(pipeline.rss_mib(), 1)}
+
+
+def median_round(rounds: list[dict], key: str) -> dict:
+    """The round with the median ``key`` (the middle one of an odd number), with
+    every round's ``key`` beside it."""
+    ordered = sorted(rounds, key=lambda r: r[key])
+    return {**ordered[(len(ordered) - 1) // 2],
+            f"rounds_{key}": [round(r[key]) for r in rounds]}
+
+
+def run_pipeline_phase(ds, publisher, topic, argv, make_round, emulators,
+                       rounds: int) -> dict:
+    """``rounds`` rounds of ``make_round()`` events through one pipeline process;
+    the median round (the first pays for warming up: loading the version, the
+    runner's first bundles)."""
     pipeline = Pipeline(argv)
     try:
-        before = stored_count(ds)
-        cpu0, emu0 = pipeline.cpu_s(), cpu_s(emulators)
-        waited0 = runqueue_s(pipeline.proc.pid)
-        started = time.monotonic()
-        publish_s = publish(publisher, topic, events)
-        stored = wait_stored(ds, before + len(events))
-        done = wait_quiet(pipeline, stored)
-        wall = done - started
-        pipeline_cpu, emulator_cpu = pipeline.cpu_s() - cpu0, cpu_s(emulators) - emu0
-        return {"messages": len(events), "publish_s": round(publish_s, 2),
-                # every event stored, and every event through the whole pipeline
-                "stored_per_s": len(events) / (stored - started),
-                "events_per_s": len(events) / wall,
-                # CPU seconds per wall second: 1.0 = one core busy all along
-                "pipeline_cores": round(pipeline_cpu / wall, 2),
-                "emulator_cores": round(emulator_cpu / wall, 2),
-                "pipeline_cpu_us_per_event": round(pipeline_cpu / len(events) * 1e6),
-                "emulator_cpu_us_per_event": round(emulator_cpu / len(events) * 1e6),
-                # a busy machine: the pipeline waited this share of the run for a CPU
-                "pipeline_cpu_wait_share": round(
-                    (runqueue_s(pipeline.proc.pid) - waited0) / wall, 2),
-                "load_1min": round(os.getloadavg()[0], 2),
-                "rss_mib": round(pipeline.rss_mib(), 1)}
+        return median_round([_round(ds, publisher, topic, pipeline, make_round(),
+                                    emulators) for _ in range(rounds)], "events_per_s")
     finally:
         pipeline.stop()
 
@@ -274,6 +295,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000,
                         help="messages for the raw and throughput phases")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the raw and throughput phases; the median "
+                             "counts (default 3)")
     parser.add_argument("--duration", type=float, default=60,
                         help="seconds of steady load for the memory phase (600 = 10 min)")
     parser.add_argument("--load", type=float, default=0.5,
@@ -315,30 +339,39 @@ def main(argv=None) -> int:
         ds.put(version)
 
         events = make_events(args.messages, rng)
-        results["raw"] = bench_raw(publisher, subscriber, raw_topic, raw_sub, events)
-        print(f"raw emulator: publish {results['raw']['publish_per_s']:,.0f}/s, pull "
-              f"{results['raw']['pull_per_s']:,.0f}/s, publish+pull "
-              f"{results['raw']['publish_pull_per_s']:,.0f}/s", flush=True)
+        results["raw"] = median_round(
+            [bench_raw(publisher, subscriber, raw_topic, raw_sub, events)
+             for _ in range(args.rounds)], "publish_pull_per_s")
+        r_ = results["raw"]
+        print(f"raw emulator (median of {args.rounds}): publish {r_['publish_per_s']:,.0f}"
+              f"/s, pull {r_['pull_per_s']:,.0f}/s, publish+pull "
+              f"{r_['publish_pull_per_s']:,.0f}/s (rounds: "
+              f"{', '.join(f'{x:,}' for x in r_['rounds_publish_pull_per_s'])})",
+              flush=True)
 
         argv = pipeline_argv(subscription, deadletter, rot, namespace)
-        results["pipeline"] = run_pipeline_phase(ds, publisher, topic, argv,
-                                                 make_events(args.messages, rng), emulators)
+        results["pipeline"] = run_pipeline_phase(
+            ds, publisher, topic, argv, lambda: make_events(args.messages, rng),
+            emulators, args.rounds)
         ratio = results["pipeline"]["events_per_s"] / results["raw"]["publish_pull_per_s"]
         results["pipeline"]["fraction_of_raw"] = round(ratio, 3)
         p_ = results["pipeline"]
-        print(f"pipeline (PullBacklog): {p_['events_per_s']:,.0f} events/s through "
+        print(f"pipeline (PullBacklog, median of {args.rounds}): "
+              f"{p_['events_per_s']:,.0f} events/s through "
               f"the pipeline = {ratio:.0%} of raw publish+pull (all stored at "
               f"{p_['stored_per_s']:,.0f}/s); pipeline {p_['pipeline_cores']} cores "
               f"({p_['pipeline_cpu_us_per_event']} us CPU/event), emulators "
               f"{p_['emulator_cores']} cores ({p_['emulator_cpu_us_per_event']} us "
               f"CPU/event); pipeline waited for a CPU "
               f"{p_['pipeline_cpu_wait_share']:.0%} of the time, load "
-              f"{p_['load_1min']}", flush=True)
+              f"{p_['load_1min']} (rounds: "
+              f"{', '.join(f'{x:,}' for x in p_['rounds_events_per_s'])} events/s)",
+              flush=True)
         if args.compare_beam_read:
             beam_only = run_pipeline_phase(
                 ds, publisher, topic, pipeline_argv(subscription, deadletter, rot,
                                                     namespace, ["--local_pull_batch=0"]),
-                make_events(min(args.messages, 2000), rng), emulators)
+                lambda: make_events(min(args.messages, 2000), rng), emulators, 1)
             results["pipeline_beam_read_only"] = beam_only
             print(f"pipeline (Beam's 10-message read only): "
                   f"{beam_only['events_per_s']:,.0f} events/s", flush=True)

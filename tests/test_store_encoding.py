@@ -189,3 +189,42 @@ def test_written_through_the_emulator_reads_back_as_with_beams_write(emulator):
     stored = read["encoded"][events[0].event_id]
     assert stored["features"] == list(events[0].features)
     assert stored["event_time"] == events[0].event_time
+
+
+def test_a_refused_commit_fails_the_bundle_with_datastores_reason(emulator):
+    """Commits run off the bundle's thread, but a refusal still reaches the bundle:
+    finish_bundle raises it (the runner retries the bundle; nothing is reported
+    written that was not)."""
+    fn = _EncodingWriteFn(PROJECT)
+    fn.start_bundle()
+    twice, other = _event(), _event()
+    for event in (twice, other, twice):   # one key twice in a commit: refused
+        fn.process(feedback_entity(event, PROJECT, "refused"))
+    with pytest.raises(Exception, match="two mutations of the same key"):
+        fn.finish_bundle()
+    client = datastore.Client(project=PROJECT, namespace="refused")
+    assert client.get(client.key("Feedback", other.event_id)) is None
+
+
+def test_full_batches_commit_while_the_bundle_goes_on(emulator):
+    """Full batches commit during the bundle, the rest at its end; all are stored
+    when finish_bundle returns and every commit's latency reached the sizer."""
+    fn = _EncodingWriteFn(PROJECT)
+    fn.start_bundle()
+    target = fn._target_batch_size
+    events = [_event() for _ in range(target * 3 + 7)]
+    for event in events[:target * 3]:
+        fn.process(feedback_entity(event, PROJECT, "overlap"))
+    # full batches were handed to the commit thread during the bundle
+    assert fn._committing is not None
+    for event in events[target * 3:]:
+        fn.process(feedback_entity(event, PROJECT, "overlap"))
+    fn.finish_bundle()
+    assert fn._committing is None and fn._committer is None
+    client = datastore.Client(project=PROJECT, namespace="overlap")
+    query = client.aggregation_query(client.query(kind="Feedback")).count(alias="n")
+    assert next(iter(query.fetch()))[0].value == len(events)
+    import time
+    # the first batch (Beam's initial size) and at least one after it; the sizer
+    # grows the target from the first latency on
+    assert fn._batch_sizer._commit_time_per_entity_ms.count(time.time() * 1000) >= 2
