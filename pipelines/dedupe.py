@@ -10,20 +10,24 @@ the same key; and a runner keeps a handful of keys per minute instead of one per
 event (the bundle-based DirectRunner never forgets a key it has seen). Each key
 holds a bag of 64-bit id hashes (a collision needs ~4 billion ids in one key) and an
 event-time timer that clears it once the watermark is ``ttl_s`` past the bucket.
+Events reach the stateful step grouped per key and bundle (:class:`GroupInBundle`), so
+it runs once per key and bundle, and each passes on at its own event time.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from pipelines.bundling import GroupInBundle
 from rotwatch.events import to_millis
 
 __all__ = ["DedupeByEventId", "dedupe_key", "id_hash", "BUCKET_S", "SHARDS"]
@@ -44,17 +48,15 @@ def id_hash(event_id: str) -> int:
 
 def dedupe_key(event) -> tuple[int, int]:
     """``(bucket start in ms, shard)`` of an event."""
-    return _keyed(event)[0]
-
-
-def _keyed(event) -> tuple[tuple[int, int], tuple[int, Any]]:
-    """``(dedupe_key(event), (id_hash(event.event_id), event))``: the hash once."""
     bucket_ms = BUCKET_S * 1000
-    h = id_hash(event.event_id)
-    return (to_millis(event.event_time) // bucket_ms * bucket_ms, h % SHARDS), (h, event)
+    return (to_millis(event.event_time) // bucket_ms * bucket_ms,
+            id_hash(event.event_id) % SHARDS)
 
 
 class _FirstDeliveryFn(beam.DoFn):
+    """``(dedupe key, [events...])`` (a bundle's events of one key) -> the events
+    whose id this key has not seen, each at its own event time."""
+
     SEEN = BagStateSpec("seen", VarIntCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
@@ -64,23 +66,26 @@ class _FirstDeliveryFn(beam.DoFn):
         self._expired = Metrics.counter("rotwatch.dedupe", "buckets_expired")
 
     def start_bundle(self):
-        # Ids seen per key, read once per bundle: reading the bag per element would
+        # Ids seen per key, read once per bundle: reading the bag per group would
         # make a bundle quadratic in the bag's size.
         self._seen = {}
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
-        key, (h, event) = element
+        key, events = element
         ids = self._seen.get(key)
         if ids is None:
             ids = self._seen[key] = set(seen.read())
             expiry.set(Timestamp(micros=(key[0] + BUCKET_S * 1000 + self._ttl_ms) * 1000))
-        if h in ids:
-            self._duplicates.inc()
-            return
-        ids.add(h)
-        seen.add(h)
-        yield event
+        for event in events:
+            h = id_hash(event.event_id)
+            if h in ids:
+                self._duplicates.inc()
+                continue
+            ids.add(h)
+            seen.add(h)
+            yield TimestampedValue(event, Timestamp(micros=to_millis(event.event_time)
+                                                    * 1000))
 
     @on_timer(EXPIRY)
     def expire(self, key=beam.DoFn.KeyParam, seen=beam.DoFn.StateParam(SEEN)):
@@ -101,6 +106,8 @@ class DedupeByEventId(beam.PTransform):
 
     def expand(self, events):
         return (events
-                | "KeyByBucket" >> beam.Map(_keyed)
-                .with_output_types(Tuple[Tuple[int, int], Tuple[int, Any]])
+                # keyed and grouped per bundle in one step: the stateful step then
+                # runs once per key and bundle, not once per event
+                | "GroupByBucket" >> beam.ParDo(GroupInBundle(key_fn=dedupe_key))
+                .with_output_types(Tuple[Tuple[int, int], List[Any]])
                 | "KeepFirstDelivery" >> beam.ParDo(_FirstDeliveryFn(self._ttl_s)))

@@ -9,10 +9,10 @@ Steps (each a labelled composite transform in its own module)::
       StoreFeedback       Feedback entities keyed by event_id               store.py
       RecordCheckpoint    how far input is durably handled (for restarts)   checkpoint.py
     DedupeByEventId     first delivery of each event_id only               dedupe.py
-    SplitTooLate        (local) too late for any window: stored, reported   metrics.py
-                        late (feedback-deadletter, stage=late), counted
     WindowedAccuracy    sliding windows per version: n, accuracy, Wilson,  metrics.py
-                        PSI drift -> WindowMetric entities
+                        PSI drift -> WindowMetric entities; (local) too
+                        late for any window: stored, reported late
+                        (feedback-deadletter, stage=late), counted
     DecideRot           accuracy / input-drift / error-rate-change rules   rot.py
     PublishRotEvents    model-rot topic, then RotEvent entities            publish.py
 
@@ -48,8 +48,7 @@ from apache_beam.transforms import window
 
 from pipelines.checkpoint import RecordCheckpoint, restore_position
 from pipelines.dedupe import DedupeByEventId
-from pipelines.metrics import (TOO_LATE, SplitTooLate, WindowedAccuracy, prefer_fuller,
-                               window_metric_entity)
+from pipelines.metrics import WindowedAccuracy, prefer_fuller, window_metric_entity
 from pipelines.options import PipelineConfig, config_from_options, is_local_runner
 from pipelines.parse import DEADLETTER, ParseFeedback
 from pipelines.publish import PublishRotEvent
@@ -93,16 +92,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, source=None,
               .with_outputs(DEADLETTER, main="events"))
     events, deadletters = parsed.events, parsed[DEADLETTER]
     unique = events | "DedupeByEventId" >> DedupeByEventId(config.dedupe_ttl_s)
-    windowed, too_late = unique, None
     report_too_late = (config.report_too_late if config.report_too_late is not None
                        else is_local_runner(options))
-    if report_too_late:
-        split = (unique
-                 | "SplitTooLate" >> beam.ParDo(SplitTooLate(
-                     config.window_size_s, config.window_period_s,
-                     config.allowed_lateness_s)).with_outputs(TOO_LATE, main="in_time"))
-        windowed, too_late = split.in_time, split[TOO_LATE]
-    window_stats = windowed | "WindowedAccuracy" >> WindowedAccuracy(config, catalog)
+    window_stats, too_late = unique | "WindowedAccuracy" >> WindowedAccuracy(
+        config, catalog, report_too_late)
+    if not report_too_late:
+        too_late = None
     rot_events = (window_stats, unique) | "DecideRot" >> DecideRot(config, catalog)
     outputs = {"messages": messages, "events": events, "deadletters": deadletters,
                "unique_events": unique, "too_late": too_late,

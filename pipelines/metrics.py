@@ -8,9 +8,11 @@ count so far (:class:`AccumulatePanes`). :class:`ScoreWindow` adds the Wilson
 interval and the per-feature PSI against the version's reference statistics, giving
 one :class:`WindowStats` per pane. :func:`window_metric_entity` stores a pane as a
 ``WindowMetric`` entity keyed by model/version/window, so a later pane overwrites an
-earlier one.
+earlier one. The counting starts in :class:`CountInWindows`, one step that keys each
+event, assigns its sliding windows and adds it to its bundle's partial counts.
 
-:class:`SplitTooLate` (local runners) takes out, before windowing, feedback whose
+:class:`SplitTooLate` (local runners; in :class:`CountInWindows`) takes out, before
+windowing, feedback whose
 every window has expired — its last window's end plus the allowed lateness is behind
 the clock, which is the watermark there — so it is reported instead of being dropped
 silently by the windowing: a late report per event on ``feedback-deadletter``
@@ -45,7 +47,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from rotwatch import kinds, stats
 from rotwatch.events import format_time, from_millis, to_millis
-from pipelines.bundling import CombineInBundle, MergeAccumulators
+from pipelines.bundling import CombineInBundle, KeepAssignedWindows, MergeAccumulators
 from pipelines.dedupe import id_hash
 from pipelines.parse import DeadLetter
 from pipelines.store import make_entity
@@ -53,7 +55,7 @@ from pipelines.store import make_entity
 __all__ = ["WindowCounts", "WindowStats", "AccuracyCombineFn", "ScoreWindow",
            "AccumulatePanes", "WindowedAccuracy", "score_window", "window_metric_entity",
            "prefer_fuller", "make_trigger", "SplitTooLate", "TOO_LATE", "STAGE_LATE",
-           "last_window_end_ms", "late_report"]
+           "last_window_end_ms", "late_report", "CountInWindows"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -93,7 +95,8 @@ def late_report(event, now: dt.datetime, size_s: int, period_s: int,
 
 class SplitTooLate(beam.DoFn):
     """Events -> main | ``too_late``: a :func:`late_report` for each event whose every
-    window expired by the clock."""
+    window expired by the clock. :class:`CountInWindows` does the same check in its
+    own step (:meth:`report_for`, :meth:`finish_bundle` for the warning)."""
 
     def __init__(self, size_s: int, period_s: int, allowed_lateness_s: int, clock=None):
         self._size_s, self._period_s = size_s, period_s
@@ -104,17 +107,20 @@ class SplitTooLate(beam.DoFn):
     def start_bundle(self):
         self._late_in_bundle = []
 
-    def process(self, event):
+    def report_for(self, event) -> DeadLetter | None:
+        """The late report for ``event`` if every window of it has expired, else None."""
         now = self._clock() if self._clock else dt.datetime.now(dt.timezone.utc)
         expires_ms = last_window_end_ms(to_millis(event.event_time), self._size_s,
                                         self._period_s) + self._lateness_s * 1000
-        if to_millis(now) > expires_ms:
-            self._late.inc()
-            self._late_in_bundle.append(event.event_time)
-            yield beam.pvalue.TaggedOutput(TOO_LATE, late_report(
-                event, now, self._size_s, self._period_s, self._lateness_s))
-        else:
-            yield event
+        if to_millis(now) <= expires_ms:
+            return None
+        self._late.inc()
+        self._late_in_bundle.append(event.event_time)
+        return late_report(event, now, self._size_s, self._period_s, self._lateness_s)
+
+    def process(self, event):
+        report = self.report_for(event)
+        yield event if report is None else beam.pvalue.TaggedOutput(TOO_LATE, report)
 
     def finish_bundle(self):
         if self._late_in_bundle:
@@ -124,6 +130,7 @@ class SplitTooLate(beam.DoFn):
                 "rotwatch_stage=late, not in the window metrics (rotwatch pipeline "
                 "recompute counts it)", len(self._late_in_bundle),
                 format_time(min(self._late_in_bundle)), self._lateness_s)
+            self._late_in_bundle = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +195,39 @@ class AccuracyCombineFn(beam.CombineFn):
     def extract_output(self, acc):
         rows = tuple(row for _, row in sorted(acc[2], reverse=True))
         return WindowCounts(acc[0], acc[1], rows)
+
+
+class CountInWindows(CombineInBundle):
+    """Events -> ``((model, version), partial counts)`` per sliding window and bundle,
+    in one step: ``WindowInto(SlidingWindows)`` and :class:`CombineInBundle` as one
+    (the bundle-based DirectRunner costs ~10 µs per element and step, and a sliding
+    WindowInto copies each event into every window). With ``late`` (a
+    :class:`SplitTooLate`) events whose every window expired become late reports on
+    ``too_late`` instead of being counted (windowing would drop them)."""
+
+    def __init__(self, combine_fn: beam.CombineFn, size_s: int, period_s: int,
+                 late: SplitTooLate | None = None):
+        super().__init__(combine_fn, key_fn=_version_key,
+                         window_fn=window.SlidingWindows(size_s, period_s))
+        self._late_fn = late
+
+    def start_bundle(self):
+        super().start_bundle()
+        if self._late_fn is not None:
+            self._late_fn.start_bundle()
+
+    def process(self, event, w=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        if self._late_fn is not None:
+            report = self._late_fn.report_for(event)
+            if report is not None:
+                yield beam.pvalue.TaggedOutput(TOO_LATE, report)
+                return
+        super().process(event, w, timestamp)
+
+    def finish_bundle(self):
+        if self._late_fn is not None:
+            self._late_fn.finish_bundle()
+        yield from super().finish_bundle()
 
 
 def score_window(model: str, version: str, start: dt.datetime, end: dt.datetime,
@@ -296,42 +336,55 @@ def _version_key(event) -> Tuple[str, str]:
 
 
 class WindowedAccuracy(beam.PTransform):
-    """FeedbackEvents -> WindowStats per (model, version), sliding event-time windows."""
+    """FeedbackEvents -> ``(WindowStats, late reports)``: stats per (model, version)
+    and sliding event-time window; with ``report_too_late``, a late report for each
+    event too late for any window (else that collection stays empty)."""
 
-    def __init__(self, config, catalog, label: str | None = None):
+    def __init__(self, config, catalog, report_too_late: bool = False,
+                 label: str | None = None):
         super().__init__(label)
         self._config = config
         self._catalog = catalog
+        self._report_too_late = report_too_late
 
     def expand(self, events):
         c = self._config
         combine = AccuracyCombineFn(c.drift_sample)
-        return (events
-                # Panes must be accumulating (each WindowMetric a pane writes replaces
-                # the earlier one whole), but the window buffers discard: Beam's Python
-                # DirectRunner never frees a window's buffered elements while its
-                # trigger has not finished (and a late-firing trigger never finishes),
-                # so ACCUMULATING mode grows without bound there. AccumulatePanes adds
-                # each pane to the window's running count in window-scoped state that
-                # a timer frees when the window expires; same panes on every runner.
-                | "WindowByVersion" >> beam.WindowInto(
-                    window.SlidingWindows(c.window_size_s, c.window_period_s),
-                    trigger=make_trigger(c.early_firing_s, c.late_firing_s),
-                    accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                    allowed_lateness=Duration(seconds=c.allowed_lateness_s))
-                # One partial count per (model, version), window and bundle into the
-                # shuffle (the DirectRunner would otherwise trigger-process every
-                # event); it keys the events itself, which saves a step per event.
-                | "CountInBundle" >> beam.ParDo(CombineInBundle(
-                    combine, key_fn=_version_key))
-                .with_output_types(Tuple[Tuple[str, str], Any])
-                | "CountPane" >> beam.CombinePerKey(
-                    MergeAccumulators(combine, extract=False))
-                .with_output_types(Tuple[Tuple[str, str], Any])
-                | "AccumulatePanes" >> beam.ParDo(AccumulatePanes(combine,
-                                                                  c.allowed_lateness_s))
-                | "ScoreWindow" >> beam.ParDo(ScoreWindow(
-                    self._catalog, c.z, c.drift_threshold, c.drift_min_n, c.replay_from)))
+        late = (SplitTooLate(c.window_size_s, c.window_period_s, c.allowed_lateness_s)
+                if self._report_too_late else None)
+        # One partial count per (model, version), window and bundle into the shuffle
+        # (the DirectRunner would otherwise trigger-process every event): the step
+        # keys the events, assigns their sliding windows and splits off the too-late
+        # ones itself, which saves three steps per event.
+        counted = (events
+                   | "CountInWindows" >> beam.ParDo(CountInWindows(
+                       combine, c.window_size_s, c.window_period_s, late))
+                   .with_outputs(TOO_LATE, main="counts"))
+        stats = (counted.counts
+                 # Panes must be accumulating (each WindowMetric a pane writes replaces
+                 # the earlier one whole), but the window buffers discard: Beam's
+                 # Python DirectRunner never frees a window's buffered elements while
+                 # its trigger has not finished (and a late-firing trigger never
+                 # finishes), so ACCUMULATING mode grows without bound there.
+                 # AccumulatePanes adds each pane to the window's running count in
+                 # window-scoped state that a timer frees when the window expires;
+                 # same panes on every runner.
+                 | "WindowByVersion" >> beam.WindowInto(
+                     KeepAssignedWindows(window.SlidingWindows(c.window_size_s,
+                                                               c.window_period_s)),
+                     trigger=make_trigger(c.early_firing_s, c.late_firing_s),
+                     accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                     allowed_lateness=Duration(seconds=c.allowed_lateness_s))
+                 .with_output_types(Tuple[Tuple[str, str], Any])
+                 | "CountPane" >> beam.CombinePerKey(
+                     MergeAccumulators(combine, extract=False))
+                 .with_output_types(Tuple[Tuple[str, str], Any])
+                 | "AccumulatePanes" >> beam.ParDo(AccumulatePanes(combine,
+                                                                   c.allowed_lateness_s))
+                 | "ScoreWindow" >> beam.ParDo(ScoreWindow(
+                     self._catalog, c.z, c.drift_threshold, c.drift_min_n,
+                     c.replay_from)))
+        return stats, counted[TOO_LATE]
 
 
 def window_metric_entity(s: WindowStats, project: str, namespace: str | None = None,
