@@ -303,7 +303,10 @@ class DetectErrorRateChange(beam.DoFn):
     """((model, version), [FeedbackEvent, ...]) -> RotEvent (error-rate-change).
 
     Takes a bundle's events of one version at once (:class:`GroupInBundle`): one
-    state read and write per bundle instead of per event."""
+    state read and write per bundle instead of per event. It observes them in event
+    time order (then by id): the order within a bundle is the runner's (the dedupe
+    step before it passes events on grouped by its own keys), event time is the
+    stream's."""
 
     MONITOR = ReadModifyWriteStateSpec("monitor", PickleCoder())
 
@@ -321,7 +324,7 @@ class DetectErrorRateChange(beam.DoFn):
                                    self._rules.detector_warmup, self._rules.detector_delta,
                                    self._rules.detector_threshold,
                                    self._rules.detector_min_error)
-        for event in events:
+        for event in sorted(events, key=lambda e: (e.event_time, e.event_id)):
             rot = monitor.observe(model, version, event.correct, event.event_time,
                                   self._rules)
             if rot is not None:

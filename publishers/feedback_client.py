@@ -160,6 +160,7 @@ class FeedbackPublisher:
         self.keep_failures = keep_failures
         self._client = client
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)   # a publish has settled
         self._pending: set[concurrent.futures.Future] = set()
         self._failures: list[tuple[str, BaseException]] = []
         self._closed = False
@@ -242,21 +243,25 @@ class FeedbackPublisher:
     def _done(self, event: FeedbackEvent, future: concurrent.futures.Future) -> None:
         error = future.exception() if not future.cancelled() else \
             concurrent.futures.CancelledError("publish cancelled")
-        with self._lock:
-            self._pending.discard(future)
+        if error is not None:
+            _LOGGER.error("feedback not published event_id=%s model=%s version=%s "
+                          "error=%r", event.event_id, event.model, event.version, error)
+            if self.on_error is not None:
+                try:
+                    self.on_error(event, error)
+                except Exception:  # the user's hook must not hide the failure itself
+                    _LOGGER.exception("on_error hook failed event_id=%s", event.event_id)
+        # Settled last: flush() returns once every publish it waits for got here, so
+        # a failure it reports has been logged and handed to on_error already.
+        with self._settled:
             if error is None:
                 self.published += 1
-                return
-            self.failed += 1
-            if self.keep_failures:
-                self._failures.append((event.event_id, error))
-        _LOGGER.error("feedback not published event_id=%s model=%s version=%s error=%r",
-                      event.event_id, event.model, event.version, error)
-        if self.on_error is not None:
-            try:
-                self.on_error(event, error)
-            except Exception:  # the user's hook must not hide the failure itself
-                _LOGGER.exception("on_error hook failed event_id=%s", event.event_id)
+            else:
+                self.failed += 1
+                if self.keep_failures:
+                    self._failures.append((event.event_id, error))
+            self._pending.discard(future)
+            self._settled.notify_all()
 
     # -- stopping ---------------------------------------------------------------------
     @property
@@ -270,15 +275,14 @@ class FeedbackPublisher:
         Raises :class:`PublishError` with the events that failed since the last flush,
         or ``TimeoutError`` if some are still outstanding after ``timeout`` seconds.
         """
-        with self._lock:
-            waiting = list(self._pending)
-        if waiting:
-            _, not_done = concurrent.futures.wait(waiting, timeout=timeout)
-            if not_done:
+        with self._settled:
+            # Settled, not just done: a future is done before its callback has run.
+            waiting = set(self._pending)
+            if not self._settled.wait_for(lambda: not waiting & self._pending, timeout):
                 raise TimeoutError(
-                    f"{len(not_done)} feedback event(s) still unpublished after "
-                    f"{timeout} s; call flush() again or check Pub/Sub connectivity")
-        with self._lock:
+                    f"{len(waiting & self._pending)} feedback event(s) still unpublished "
+                    f"after {timeout} s; call flush() again or check Pub/Sub "
+                    "connectivity")
             failures, self._failures = self._failures, []
             published = self.published
         if failures:
