@@ -17,9 +17,7 @@ watermark exactly as the inputs did. Both take ``key_fn``: then the input is pla
 values and the key is ``key_fn(value)``, which saves the keying ``Map`` before them
 (on the bundle-based DirectRunner every step costs ~10 µs per element whatever it
 does). ``GroupInBundle(..., global_window=True)`` also puts its output in the global
-window, as a ``WindowInto(GlobalWindows())`` before it would; and
-``CombineInBundle(..., window_fn=...)`` assigns windows itself, as a ``WindowInto``
-before it would, without the per-element step (and the copy per window) that costs.
+window, as a ``WindowInto(GlobalWindows())`` before it would.
 """
 from __future__ import annotations
 
@@ -29,7 +27,7 @@ from typing import Callable
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms.window import (GlobalWindow, IntervalWindow,
-                                           NonMergingWindowFn, WindowFn)
+                                           NonMergingWindowFn)
 from apache_beam.utils.windowed_value import WindowedValue
 
 __all__ = ["CombineInBundle", "MergeAccumulators", "GroupInBundle",
@@ -47,7 +45,6 @@ class _PerBundle(beam.DoFn):
 
     _key_fn = None
     _global_window = False
-    _window_fn = None
 
     def start_bundle(self):
         self._groups = {}
@@ -58,13 +55,8 @@ class _PerBundle(beam.DoFn):
             key, value = element
         else:
             key, value = self._key_fn(element), element
-        if self._global_window:
-            self._add_to((key, GlobalWindow()), value, timestamp)
-        elif self._window_fn is not None:
-            for assigned in self._window_fn.assign(WindowFn.AssignContext(timestamp)):
-                self._add_to((key, assigned), value, timestamp)
-        else:
-            self._add_to((key, window), value, timestamp)
+        self._add_to((key, GlobalWindow() if self._global_window else window), value,
+                     timestamp)
 
     def _add_to(self, slot_key, value, timestamp):
         slot = self._groups.get(slot_key)
@@ -82,16 +74,14 @@ class _PerBundle(beam.DoFn):
 
 class CombineInBundle(_PerBundle):
     """``(key, value)`` -> ``(key, accumulator of combine_fn)`` per bundle and window
-    (``value`` -> ... with ``key_fn``). With ``window_fn`` (non-merging) it assigns
-    the windows itself, by timestamp, as a ``WindowInto(window_fn)`` before it would;
-    the output keeps them, and the windowing strategy downstream comes from a
-    ``WindowInto`` of :class:`KeepAssignedWindows`."""
+    (``value`` -> ... with ``key_fn``). A subclass may assign windows itself
+    (``_add_to`` with its own window), as a ``WindowInto`` before it would; the
+    windowing strategy downstream then comes from a ``WindowInto`` of
+    :class:`KeepAssignedWindows`."""
 
-    def __init__(self, combine_fn: beam.CombineFn, key_fn: Callable | None = None,
-                 window_fn: WindowFn | None = None):
+    def __init__(self, combine_fn: beam.CombineFn, key_fn: Callable | None = None):
         self._fn = combine_fn
         self._key_fn = key_fn
-        self._window_fn = window_fn
 
     def _new(self):
         return self._fn.create_accumulator()

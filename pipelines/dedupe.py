@@ -11,7 +11,7 @@ event (the bundle-based DirectRunner never forgets a key it has seen). Each key
 holds a bag of 64-bit id hashes (a collision needs ~4 billion ids in one key) and an
 event-time timer that clears it once the watermark is ``ttl_s`` past the bucket.
 Events reach the stateful step grouped per key and bundle (:class:`GroupInBundle`), so
-it runs once per key and bundle, and each passes on at its own event time.
+it runs once per key and bundle; the first deliveries leave it grouped per version.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.bundling import GroupInBundle
 from rotwatch.events import to_millis
@@ -54,8 +55,9 @@ def dedupe_key(event) -> tuple[int, int]:
 
 
 class _FirstDeliveryFn(beam.DoFn):
-    """``(dedupe key, [events...])`` (a bundle's events of one key) -> the events
-    whose id this key has not seen, each at its own event time."""
+    """``(dedupe key, [events...])`` (a bundle's events of one key) -> per bundle,
+    ``((model, version), [first deliveries...])`` in the global window, stamped with
+    the earliest event time among them."""
 
     SEEN = BagStateSpec("seen", VarIntCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
@@ -69,6 +71,7 @@ class _FirstDeliveryFn(beam.DoFn):
         # Ids seen per key, read once per bundle: reading the bag per group would
         # make a bundle quadratic in the bag's size.
         self._seen = {}
+        self._firsts = {}   # (model, version) -> first deliveries in this bundle
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
@@ -84,8 +87,14 @@ class _FirstDeliveryFn(beam.DoFn):
                 continue
             ids.add(h)
             seen.add(h)
-            yield TimestampedValue(event, Timestamp(micros=to_millis(event.event_time)
-                                                    * 1000))
+            self._firsts.setdefault((event.model, event.version), []).append(event)
+
+    def finish_bundle(self):
+        firsts, self._firsts = self._firsts, {}
+        for version_key, events in firsts.items():
+            earliest = min(to_millis(e.event_time) for e in events)
+            yield WindowedValue((version_key, events), Timestamp(micros=earliest * 1000),
+                                [GlobalWindow()])
 
     @on_timer(EXPIRY)
     def expire(self, key=beam.DoFn.KeyParam, seen=beam.DoFn.StateParam(SEEN)):
@@ -95,8 +104,11 @@ class _FirstDeliveryFn(beam.DoFn):
 
 
 class DedupeByEventId(beam.PTransform):
-    """FeedbackEvents in, the first delivery of each ``event_id`` out (within
-    ``ttl_s`` of event time past its minute)."""
+    """FeedbackEvents in; the first delivery of each ``event_id`` (within ``ttl_s`` of
+    event time past its minute) out, a bundle's per version together:
+    ``((model, version), [events...])`` in the global window. Every step after it
+    works per version (windows, detector), so each runs once per version and bundle
+    instead of once per event."""
 
     def __init__(self, ttl_s: int, label: str | None = None):
         super().__init__(label)
@@ -110,4 +122,5 @@ class DedupeByEventId(beam.PTransform):
                 # runs once per key and bundle, not once per event
                 | "GroupByBucket" >> beam.ParDo(GroupInBundle(key_fn=dedupe_key))
                 .with_output_types(Tuple[Tuple[int, int], List[Any]])
-                | "KeepFirstDelivery" >> beam.ParDo(_FirstDeliveryFn(self._ttl_s)))
+                | "KeepFirstDelivery" >> beam.ParDo(_FirstDeliveryFn(self._ttl_s))
+                .with_output_types(Tuple[Tuple[str, str], List[Any]]))

@@ -74,7 +74,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, source=None,
     ``source``: a PTransform (e.g. ``TestStream``) or PCollection of
     ``PubsubMessage``; default the feedback subscription. ``catalog``: where version
     facts come from (default the registry, cached). ``write=False`` leaves out every
-    sink (Pub/Sub, Datastore), for tests that only look at the collections.
+    sink (Pub/Sub, Datastore), for tests that only look at the collections. The
+    output ``unique_events`` holds the first deliveries per version and bundle, as
+    ``((model, version), [events])``.
     """
     config = config or config_from_options(options)
     catalog = catalog or RegistryCatalog(config.project, config.namespace,

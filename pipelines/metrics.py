@@ -8,8 +8,8 @@ count so far (:class:`AccumulatePanes`). :class:`ScoreWindow` adds the Wilson
 interval and the per-feature PSI against the version's reference statistics, giving
 one :class:`WindowStats` per pane. :func:`window_metric_entity` stores a pane as a
 ``WindowMetric`` entity keyed by model/version/window, so a later pane overwrites an
-earlier one. The counting starts in :class:`CountInWindows`, one step that keys each
-event, assigns its sliding windows and adds it to its bundle's partial counts.
+earlier one. The counting starts in :class:`CountInWindows`, one step that assigns each
+event its sliding windows and adds it to its bundle's partial counts.
 
 :class:`SplitTooLate` (local runners; in :class:`CountInWindows`) takes out, before
 windowing, feedback whose
@@ -42,7 +42,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from rotwatch import kinds, stats
@@ -198,17 +198,18 @@ class AccuracyCombineFn(beam.CombineFn):
 
 
 class CountInWindows(CombineInBundle):
-    """Events -> ``((model, version), partial counts)`` per sliding window and bundle,
-    in one step: ``WindowInto(SlidingWindows)`` and :class:`CombineInBundle` as one
-    (the bundle-based DirectRunner costs ~10 µs per element and step, and a sliding
-    WindowInto copies each event into every window). With ``late`` (a
-    :class:`SplitTooLate`) events whose every window expired become late reports on
-    ``too_late`` instead of being counted (windowing would drop them)."""
+    """``((model, version), [events...])`` -> ``((model, version), partial counts)``
+    per sliding window and bundle, in one step: ``WindowInto(SlidingWindows)`` and
+    :class:`CombineInBundle` as one (the bundle-based DirectRunner costs ~10 µs per
+    element and step, and a sliding WindowInto copies each event into every window).
+    With ``late`` (a :class:`SplitTooLate`) events whose every window expired become
+    late reports on ``too_late`` instead of being counted (windowing would drop
+    them)."""
 
     def __init__(self, combine_fn: beam.CombineFn, size_s: int, period_s: int,
                  late: SplitTooLate | None = None):
-        super().__init__(combine_fn, key_fn=_version_key,
-                         window_fn=window.SlidingWindows(size_s, period_s))
+        super().__init__(combine_fn)
+        self._windows = window.SlidingWindows(size_s, period_s)
         self._late_fn = late
 
     def start_bundle(self):
@@ -216,13 +217,17 @@ class CountInWindows(CombineInBundle):
         if self._late_fn is not None:
             self._late_fn.start_bundle()
 
-    def process(self, event, w=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        if self._late_fn is not None:
-            report = self._late_fn.report_for(event)
-            if report is not None:
-                yield beam.pvalue.TaggedOutput(TOO_LATE, report)
-                return
-        super().process(event, w, timestamp)
+    def process(self, element):
+        key, events = element
+        for event in events:
+            if self._late_fn is not None:
+                report = self._late_fn.report_for(event)
+                if report is not None:
+                    yield beam.pvalue.TaggedOutput(TOO_LATE, report)
+                    continue
+            timestamp = Timestamp(micros=to_millis(event.event_time) * 1000)
+            for assigned in self._windows.assign(window.WindowFn.AssignContext(timestamp)):
+                self._add_to((key, assigned), event, timestamp)
 
     def finish_bundle(self):
         if self._late_fn is not None:
@@ -336,8 +341,9 @@ def _version_key(event) -> Tuple[str, str]:
 
 
 class WindowedAccuracy(beam.PTransform):
-    """FeedbackEvents -> ``(WindowStats, late reports)``: stats per (model, version)
-    and sliding event-time window; with ``report_too_late``, a late report for each
+    """``((model, version), [events...])`` (from :class:`~pipelines.dedupe.DedupeByEventId`)
+    -> ``(WindowStats, late reports)``: stats per (model, version) and sliding
+    event-time window; with ``report_too_late``, a late report for each
     event too late for any window (else that collection stays empty)."""
 
     def __init__(self, config, catalog, report_too_late: bool = False,
@@ -354,8 +360,7 @@ class WindowedAccuracy(beam.PTransform):
                 if self._report_too_late else None)
         # One partial count per (model, version), window and bundle into the shuffle
         # (the DirectRunner would otherwise trigger-process every event): the step
-        # keys the events, assigns their sliding windows and splits off the too-late
-        # ones itself, which saves three steps per event.
+        # assigns the events' sliding windows and splits off the too-late ones itself.
         counted = (events
                    | "CountInWindows" >> beam.ParDo(CountInWindows(
                        combine, c.window_size_s, c.window_period_s, late))

@@ -39,7 +39,6 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from rotwatch import stats
 from rotwatch.events import DriftedFeature, RotEvent, format_time, from_millis, to_millis
-from pipelines.bundling import GroupInBundle
 
 __all__ = ["Alarm", "WindowRules", "ErrorMonitor", "DecideWindowRot",
            "DetectErrorRateChange", "DecideRot", "RuleSettings"]
@@ -302,11 +301,10 @@ class DecideWindowRot(beam.DoFn):
 class DetectErrorRateChange(beam.DoFn):
     """((model, version), [FeedbackEvent, ...]) -> RotEvent (error-rate-change).
 
-    Takes a bundle's events of one version at once (:class:`GroupInBundle`): one
-    state read and write per bundle instead of per event. It observes them in event
-    time order (then by id): the order within a bundle is the runner's (the dedupe
-    step before it passes events on grouped by its own keys), event time is the
-    stream's."""
+    Takes a bundle's events of one version at once (as the dedupe step passes them
+    on): one state read and write per bundle instead of per event. It observes them
+    in event time order (then by id): the order within a bundle is the runner's,
+    event time is the stream's."""
 
     MONITOR = ReadModifyWriteStateSpec("monitor", PickleCoder())
 
@@ -335,7 +333,8 @@ class DetectErrorRateChange(beam.DoFn):
 
 
 class DecideRot(beam.PTransform):
-    """(window stats, unique events) -> rot events of all three kinds."""
+    """(window stats, unique events as ``((model, version), [events...])``) -> rot
+    events of all three kinds."""
 
     def __init__(self, config, catalog, label: str | None = None):
         super().__init__(label)
@@ -351,12 +350,8 @@ class DecideRot(beam.PTransform):
                      | "KeyStats" >> beam.Map(lambda s: ((s.model, s.version), s))
                      .with_output_types(Tuple[Tuple[str, str], Any])
                      | "DecideWindowRot" >> beam.ParDo(DecideWindowRot(self._rules)))
-        by_detector = (events
-                       # keyed by (model, version) in the step itself, and in the
-                       # global window (the detector's state spans all time)
-                       | "GroupInBundle" >> beam.ParDo(GroupInBundle(
-                           key_fn=lambda e: (e.model, e.version), global_window=True))
-                       .with_output_types(Tuple[Tuple[str, str], Any])
-                       | "DetectErrorRateChange" >> beam.ParDo(
-                           DetectErrorRateChange(self._catalog, self._rules)))
+        # events come per version and bundle, in the global window (the detector's
+        # state spans all time)
+        by_detector = events | "DetectErrorRateChange" >> beam.ParDo(
+            DetectErrorRateChange(self._catalog, self._rules))
         return (by_window, by_detector) | "MergeRotEvents" >> beam.Flatten()

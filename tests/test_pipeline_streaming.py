@@ -147,8 +147,11 @@ def test_duplicate_deliveries_are_counted_once():
         assert_that(out["events"] | "Parsed" >> beam.Map(lambda e: e.event_id),
                     equal_to([e.event_id for e in events] + ["e0", "e0", "e3", "e4"]),
                     label="AllDeliveriesParsed")
-        assert_that(out["unique_events"] | beam.Map(lambda e: e.event_id),
-                    equal_to([e.event_id for e in events]), label="UniqueIds")
+        # first deliveries come per version and bundle: ((model, version), [events])
+        assert_that(out["unique_events"]
+                    | beam.FlatMap(lambda kv: [(kv[0], e.event_id) for e in kv[1]]),
+                    equal_to([(("zombies", "v1"), e.event_id) for e in events]),
+                    label="UniqueIds")
         assert_that(out["window_stats"] | "Summ" >> beam.Map(pane_summary),
                     equal_to([(0, 10, 5, 5, "on_time")]), label="CountedOnce")
 
