@@ -107,11 +107,17 @@ class SplitTooLate(beam.DoFn):
     def start_bundle(self):
         self._late_in_bundle = []
 
-    def report_for(self, event) -> DeadLetter | None:
-        """The late report for ``event`` if every window of it has expired, else None."""
-        now = self._clock() if self._clock else dt.datetime.now(dt.timezone.utc)
-        expires_ms = last_window_end_ms(to_millis(event.event_time), self._size_s,
-                                        self._period_s) + self._lateness_s * 1000
+    def now(self) -> dt.datetime:
+        return self._clock() if self._clock else dt.datetime.now(dt.timezone.utc)
+
+    def report_for(self, event, now: dt.datetime | None = None,
+                   event_ms: int | None = None) -> DeadLetter | None:
+        """The late report for ``event`` if every window of it has expired by ``now``
+        (default :meth:`now`), else None."""
+        now = now or self.now()
+        event_ms = to_millis(event.event_time) if event_ms is None else event_ms
+        expires_ms = (last_window_end_ms(event_ms, self._size_s, self._period_s)
+                      + self._lateness_s * 1000)
         if to_millis(now) <= expires_ms:
             return None
         self._late.inc()
@@ -209,25 +215,40 @@ class CountInWindows(CombineInBundle):
     def __init__(self, combine_fn: beam.CombineFn, size_s: int, period_s: int,
                  late: SplitTooLate | None = None):
         super().__init__(combine_fn)
-        self._windows = window.SlidingWindows(size_s, period_s)
+        self._size_ms, self._period_ms = size_s * 1000, period_s * 1000
         self._late_fn = late
 
     def start_bundle(self):
         super().start_bundle()
+        self._windows = {}   # start ms -> IntervalWindow, made once per bundle
         if self._late_fn is not None:
             self._late_fn.start_bundle()
 
+    def _window(self, start_ms: int) -> window.IntervalWindow:
+        found = self._windows.get(start_ms)
+        if found is None:
+            found = self._windows[start_ms] = window.IntervalWindow(
+                Timestamp(micros=start_ms * 1000),
+                Timestamp(micros=(start_ms + self._size_ms) * 1000))
+        return found
+
     def process(self, element):
         key, events = element
+        now = self._late_fn.now() if self._late_fn is not None else None
+        size_ms, period_ms = self._size_ms, self._period_ms
         for event in events:
+            event_ms = to_millis(event.event_time)
             if self._late_fn is not None:
-                report = self._late_fn.report_for(event)
+                report = self._late_fn.report_for(event, now, event_ms)
                 if report is not None:
                     yield beam.pvalue.TaggedOutput(TOO_LATE, report)
                     continue
-            timestamp = Timestamp(micros=to_millis(event.event_time) * 1000)
-            for assigned in self._windows.assign(window.WindowFn.AssignContext(timestamp)):
-                self._add_to((key, assigned), event, timestamp)
+            timestamp = Timestamp(micros=event_ms * 1000)
+            # SlidingWindows.assign in whole ms (events carry ms): every start
+            # s = k * period with s <= event < s + size
+            last_start = event_ms - event_ms % period_ms
+            for start_ms in range(last_start, event_ms - size_ms, -period_ms):
+                self._add_to((key, self._window(start_ms)), event, timestamp)
 
     def finish_bundle(self):
         if self._late_fn is not None:

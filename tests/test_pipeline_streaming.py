@@ -348,3 +348,28 @@ def test_pull_backlog_refuses_bad_sizes(batch, most):
     from pipelines.source import PullBacklog
     with pytest.raises(ValueError, match="batch|max_per_bundle"):
         PullBacklog("projects/p/subscriptions/s", batch, most)
+
+
+@pytest.mark.parametrize("size, period", [(10, 5), (20, 5), (60, 60), (25, 10), (7, 3)])
+def test_count_in_windows_assigns_the_windows_slidingwindows_would(size, period):
+    """CountInWindows assigns sliding windows itself (in whole ms, cached per
+    bundle): the same windows, and the same counts, as WindowInto(SlidingWindows)."""
+    import random
+    from apache_beam.transforms.window import SlidingWindows, WindowFn
+    from pipelines.metrics import AccuracyCombineFn, CountInWindows
+    rng = random.Random(size * 100 + period)
+    events = [event(i, rng.uniform(0, 300), ok=rng.random() < 0.7) for i in range(400)]
+    fn = CountInWindows(AccuracyCombineFn(0), size, period)
+    fn.start_bundle()
+    assert list(fn.process((("zombies", "v1"), events))) == []
+    got = {w.windows[0]: (w.value[1][0], w.value[1][1]) for w in fn.finish_bundle()}
+    want = {}
+    sliding = SlidingWindows(size, period)
+    for e in events:
+        ts = Timestamp(micros=to_millis(e.event_time) * 1000)
+        for w in sliding.assign(WindowFn.AssignContext(ts)):
+            n, correct = want.get(w, (0, 0))
+            want[w] = (n + 1, correct + (1 if e.correct else 0))
+    assert got == want
+    if size % period == 0:   # then every event is in size / period windows
+        assert sum(n for n, _ in got.values()) == len(events) * size // period
