@@ -251,7 +251,9 @@ class _EncodingWriteFn(_BaseWriteFn):
     # local runner, the whole pipeline: one worker thread) waits for Datastore: about
     # a fifth of the local pipeline's time. Here a full batch commits on a thread of
     # its own while the bundle goes on encoding the next one; at most one commit is in
-    # flight (bounded memory, and Beam's batch sizing still sees each latency), and
+    # flight (bounded memory; Beam's batch sizing still sees each latency; and Beam's
+    # adaptive throttler counts a commit still in flight as unanswered, so with two
+    # in flight it throttles itself, and every throttled try counts again), and
     # the bundle finishes only when its last commit has (a bundle's output means its
     # entities are stored: the checkpoint relies on it). Retries, backoff, throttling
     # and counters are Beam's (``write_mutations``'s policy, applied per batch).
