@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import operator
 import signal
 import threading
 
@@ -117,11 +118,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, source=None,
         | "PublishDeadLetters" >> WriteToPubSub(config.deadletter_topic,
                                                 with_attributes=True))
     feedback_written = (events
-                        # entities made in the write's dedupe step: one step less
+                        # entities made as the write encodes them (no step of its own)
                         | "StoreFeedback" >> WriteEntities(
                             project, config.throttle_rampup,
                             to_entity=functools.partial(feedback_entity, project=project,
-                                                        namespace=namespace)))
+                                                        namespace=namespace),
+                            key_fn=operator.attrgetter("event_id")))
     checkpoints = ((messages, feedback_written, deadletters_published)
                    | "RecordCheckpoint" >> RecordCheckpoint(
                        config.subscription, project, namespace,
