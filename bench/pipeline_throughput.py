@@ -239,15 +239,18 @@ def median_round(rounds: list[dict], key: str) -> dict:
             f"rounds_{key}": [round(r[key]) for r in rounds]}
 
 
-def run_pipeline_phase(ds, publisher, topic, argv, make_round, emulators,
-                       rounds: int) -> dict:
-    """``rounds`` rounds of ``make_round()`` events through one pipeline process;
-    the median round (the first pays for warming up: loading the version, the
-    runner's first bundles)."""
+def pipeline_rounds(ds, publisher, topic, argv, make_round, emulators, rounds: int,
+                    before_round=None) -> list[dict]:
+    """``rounds`` rounds of ``make_round()`` events through one pipeline process, each
+    after ``before_round()`` if given."""
     pipeline = Pipeline(argv)
     try:
-        return median_round([_round(ds, publisher, topic, pipeline, make_round(),
-                                    emulators) for _ in range(rounds)], "events_per_s")
+        runs = []
+        for _ in range(rounds):
+            if before_round is not None:
+                before_round()
+            runs.append(_round(ds, publisher, topic, pipeline, make_round(), emulators))
+        return runs
     finally:
         pipeline.stop()
 
@@ -301,7 +304,7 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=20000,
                         help="messages for the raw and throughput phases")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of the raw and throughput phases; the median "
+                        help="alternating raw and pipeline rounds; the median ratio "
                              "counts (default 3)")
     parser.add_argument("--duration", type=float, default=60,
                         help="seconds of steady load for the memory phase (600 = 10 min)")
@@ -349,17 +352,14 @@ def main(argv=None) -> int:
         events = make_events(args.messages, rng)
         bench_raw(publisher, subscriber, raw_topic, raw_sub, events)   # warm-up
         argv = pipeline_argv(subscription, deadletter, rot, namespace)
-        raws, runs = [], []
-        pipeline = Pipeline(argv)
-        try:
-            for _ in range(args.rounds):
-                raws.append(bench_raw(publisher, subscriber, raw_topic, raw_sub, events))
-                runs.append(_round(ds, publisher, topic, pipeline,
-                                   make_events(args.messages, rng), emulators))
-                runs[-1]["fraction_of_raw"] = round(
-                    runs[-1]["events_per_s"] / raws[-1]["publish_pull_per_s"], 3)
-        finally:
-            pipeline.stop()
+        raws = []
+        runs = pipeline_rounds(
+            ds, publisher, topic, argv, lambda: make_events(args.messages, rng),
+            emulators, args.rounds, before_round=lambda: raws.append(
+                bench_raw(publisher, subscriber, raw_topic, raw_sub, events)))
+        for raw, run in zip(raws, runs):
+            run["fraction_of_raw"] = round(run["events_per_s"]
+                                           / raw["publish_pull_per_s"], 3)
         results["raw"] = median_round(raws, "publish_pull_per_s")
         results["pipeline"] = median_round(runs, "events_per_s")
         ratio = sorted(r["fraction_of_raw"] for r in runs)[(len(runs) - 1) // 2]
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
               f"{', '.join(f'{x:.0%}' for x in results['fraction_of_raw']['rounds'])}; "
               f"median {ratio:.0%} (target: at least 33%)", flush=True)
         if args.compare_beam_read:
-            beam_only = run_pipeline_phase(
+            [beam_only] = pipeline_rounds(
                 ds, publisher, topic, pipeline_argv(subscription, deadletter, rot,
                                                     namespace, ["--local_pull_batch=0"]),
                 lambda: make_events(min(args.messages, 2000), rng), emulators, 1)

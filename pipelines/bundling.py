@@ -128,11 +128,10 @@ class GroupInBundle(_PerBundle):
 
 
 class KeepAssignedWindows(NonMergingWindowFn):
-    """The windowing strategy for what ``CombineInBundle(window_fn=...)`` emits: an
-    element keeps the interval window it was counted for (a ``WindowInto`` of
-    ``window_fn`` itself would assign each partial count to every window its
-    timestamp falls in, counting it again in each); anything else is assigned by
-    ``window_fn``."""
+    """The windowing strategy after a :class:`CombineInBundle` that assigned windows
+    itself: an element keeps the interval window it was counted for (a ``WindowInto``
+    of ``window_fn`` would assign each partial count to every window its timestamp
+    falls in, counting it again in each); anything else is assigned by ``window_fn``."""
 
     def __init__(self, window_fn: NonMergingWindowFn):
         self._window_fn = window_fn

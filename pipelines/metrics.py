@@ -95,8 +95,8 @@ def late_report(event, now: dt.datetime, size_s: int, period_s: int,
 
 class SplitTooLate(beam.DoFn):
     """Events -> main | ``too_late``: a :func:`late_report` for each event whose every
-    window expired by the clock. :class:`CountInWindows` does the same check in its
-    own step (:meth:`report_for`, :meth:`finish_bundle` for the warning)."""
+    window expired by the clock. :class:`CountInWindows` does the same in its own
+    step (:meth:`expired`, :meth:`report`; :meth:`finish_bundle` for the warning)."""
 
     def __init__(self, size_s: int, period_s: int, allowed_lateness_s: int, clock=None):
         self._size_s, self._period_s = size_s, period_s
@@ -110,23 +110,23 @@ class SplitTooLate(beam.DoFn):
     def now(self) -> dt.datetime:
         return self._clock() if self._clock else dt.datetime.now(dt.timezone.utc)
 
-    def report_for(self, event, now: dt.datetime | None = None,
-                   event_ms: int | None = None) -> DeadLetter | None:
-        """The late report for ``event`` if every window of it has expired by ``now``
-        (default :meth:`now`), else None."""
-        now = now or self.now()
-        event_ms = to_millis(event.event_time) if event_ms is None else event_ms
-        expires_ms = (last_window_end_ms(event_ms, self._size_s, self._period_s)
-                      + self._lateness_s * 1000)
-        if to_millis(now) <= expires_ms:
-            return None
+    def expired(self, event_ms: int, now_ms: int) -> bool:
+        """Whether every window of an event at ``event_ms`` has expired at ``now_ms``."""
+        return now_ms > (last_window_end_ms(event_ms, self._size_s, self._period_s)
+                         + self._lateness_s * 1000)
+
+    def report(self, event, now: dt.datetime) -> DeadLetter:
+        """The late report for an :meth:`expired` ``event``, counted and logged."""
         self._late.inc()
         self._late_in_bundle.append(event.event_time)
         return late_report(event, now, self._size_s, self._period_s, self._lateness_s)
 
     def process(self, event):
-        report = self.report_for(event)
-        yield event if report is None else beam.pvalue.TaggedOutput(TOO_LATE, report)
+        now = self.now()
+        if self.expired(to_millis(event.event_time), to_millis(now)):
+            yield beam.pvalue.TaggedOutput(TOO_LATE, self.report(event, now))
+        else:
+            yield event
 
     def finish_bundle(self):
         if self._late_in_bundle:
@@ -234,15 +234,16 @@ class CountInWindows(CombineInBundle):
 
     def process(self, element):
         key, events = element
-        now = self._late_fn.now() if self._late_fn is not None else None
+        late = self._late_fn
+        if late is not None:   # one clock reading per version and bundle
+            now = late.now()
+            now_ms = to_millis(now)
         size_ms, period_ms = self._size_ms, self._period_ms
         for event in events:
             event_ms = to_millis(event.event_time)
-            if self._late_fn is not None:
-                report = self._late_fn.report_for(event, now, event_ms)
-                if report is not None:
-                    yield beam.pvalue.TaggedOutput(TOO_LATE, report)
-                    continue
+            if late is not None and late.expired(event_ms, now_ms):
+                yield beam.pvalue.TaggedOutput(TOO_LATE, late.report(event, now))
+                continue
             timestamp = Timestamp(micros=event_ms * 1000)
             # SlidingWindows.assign in whole ms (events carry ms): every start
             # s = k * period with s <= event < s + size
@@ -355,10 +356,6 @@ def make_trigger(early_firing_s: int = 0, late_firing_s: int = 5):
     late = (trigger.AfterProcessingTime(int(late_firing_s)) if late_firing_s > 0
             else trigger.AfterCount(1))
     return trigger.AfterWatermark(early=early, late=late)
-
-
-def _version_key(event) -> Tuple[str, str]:
-    return event.model, event.version
 
 
 class WindowedAccuracy(beam.PTransform):

@@ -34,8 +34,8 @@ from apache_beam.io.gcp.datastore.v1new.datastoreio import WriteToDatastore
 from apache_beam.io.gcp.datastore.v1new.types import Entity, Key
 from apache_beam.metrics import Metrics
 from apache_beam.utils import retry
-from google.api_core.exceptions import ClientError, GoogleAPICallError
 from apache_beam.utils.windowed_value import WindowedValue
+from google.api_core.exceptions import ClientError, GoogleAPICallError
 from google.cloud.datastore_v1.types import entity as entity_types
 
 from rotwatch import kinds
@@ -312,9 +312,11 @@ def _put(batch, item) -> None:
 
 class _BatchCommit:
     """One batch committed (:meth:`run`, on the commit thread) with the policy of
-    Beam's ``write_mutations``: client-side adaptive throttling, up to 5 retries of a retryable error with
-    exponential backoff, each retry on a fresh batch rebuilt from the elements (a
-    failed commit may have applied part of the batch; upserts make that harmless)."""
+    Beam's ``write_mutations`` (which works on the DoFn's one current batch, so it
+    cannot run beside the next): client-side adaptive throttling, up to 5 retries of
+    a retryable error with exponential backoff, each retry on a fresh batch rebuilt
+    from the elements (a failed commit may have applied part of the batch; upserts
+    make that harmless)."""
 
     def __init__(self, batch, elements: list, throttler):
         self._batch, self._elements, self._throttler = batch, elements, throttler
@@ -390,19 +392,17 @@ class WriteEntities(beam.PTransform):
     def expand(self, elements):
         deduped = elements | "DedupeKeys" >> beam.ParDo(DedupeKeysInBundle(
             key_fn=self._key_fn, prefer=self._prefer))
-        if _WRITE is EncodingWriteToDatastore:
+        if _DIRECT_ENCODING:
             return deduped | "WriteToDatastore" >> EncodingWriteToDatastore(
                 self._project, throttle_rampup=self._throttle_rampup,
                 to_entity=self._to_entity)
-        if self._to_entity is not None:  # pragma: no cover - see _WRITE
+        if self._to_entity is not None:  # pragma: no cover - see _DIRECT_ENCODING
             deduped = deduped | "ToEntity" >> beam.Map(self._to_entity)
         return deduped | "WriteToDatastore" >> WriteToDatastore(
             self._project, throttle_rampup=self._throttle_rampup)
 
 
-if direct_encoding_supported():
-    _WRITE = EncodingWriteToDatastore
-else:  # pragma: no cover - only with library versions outside setup.py's ranges
+_DIRECT_ENCODING = direct_encoding_supported()
+if not _DIRECT_ENCODING:  # pragma: no cover - library versions outside setup.py's
     _LOGGER.warning("Beam/Datastore client internals changed: writing through the "
                     "plain WriteToDatastore (slower entity encoding)")
-    _WRITE = WriteToDatastore
