@@ -7,7 +7,8 @@ epoch; Dataflow estimates the watermark from it) and deduplicates by ``event_id`
 
 On the local bundle-based DirectRunner, Beam's read pulls 10 messages per call, and
 every such 10-message bundle then pays each step's per-bundle cost (the runner
-unpickles and sets up every DoFn per bundle): about 340 msg/s here. Beam has no
+unpickles and sets up every DoFn per bundle): ~80 events/s through this pipeline
+(``bench/pipeline_throughput.py --compare-beam-read``). Beam has no
 option for it. :class:`PullBacklog` is the way past it with public API only: Beam's
 read stays the driver (and the watermark, which on this runner is the wall clock
 anyway), and whenever it hands over a bundle, this step pulls up to
