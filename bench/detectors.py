@@ -32,6 +32,7 @@ import argparse
 import concurrent.futures
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -46,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipelines.detector import ErrorRateDetector  # noqa: E402
 
 __all__ = ["error_streams", "concept_streams", "detectors", "run_detector", "score",
-           "evaluate", "main"]
+           "evaluate", "chance_hits", "paired_delays", "main"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -217,8 +218,9 @@ def _outcomes_named(name: str, streams, indices):
 
 def _summary(outcomes, streams, seconds: float) -> dict:
     events = sum(len(errors) for _, errors in streams)
-    delays, false_alarms, families = [], 0, {}
+    delays, false_alarms, families, by_stream = [], 0, {}, {}
     for i, delay, fa in sorted(outcomes, key=lambda o: o[0]):
+        by_stream[i] = delay
         fam = families.setdefault(streams[i][0], {"hits": 0, "streams": 0, "fa": 0,
                                                   "delays": []})
         fam["streams"] += 1
@@ -234,6 +236,7 @@ def _summary(outcomes, streams, seconds: float) -> dict:
         "false_alarms_per_10k": round(false_alarms * 10000 / events, 2),
         "median_delay": float(statistics.median(delays)) if delays else None,
         "_families": families,
+        "_delays": by_stream,  # stream index -> delay of its hit, or None
         "_seconds": seconds,
     }
 
@@ -295,8 +298,29 @@ def _family_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def chance_hits(result: dict, window: int = ACCEPT_WINDOW) -> float:
+    """Hits a detector would score from its false alarms alone: alarms at its
+    false-alarm rate, at random, land in a stream's acceptance window with
+    probability ``1 - exp(-rate * window)``."""
+    rate = result["false_alarms_per_10k"] / 10000
+    return result["drifts"] * (1.0 - math.exp(-rate * window))
+
+
+def paired_delays(mine: dict, theirs: dict) -> tuple[int, int, int, float | None]:
+    """On the streams both detectors hit: (how many, ours earlier, theirs earlier,
+    median of ours minus theirs). Unlike the two medians, this compares the same
+    changes: a detector that finds only the easy ones has a short median delay."""
+    both = [(mine["_delays"][i], d) for i, d in theirs["_delays"].items()
+            if d is not None and mine["_delays"].get(i) is not None]
+    if not both:
+        return 0, 0, 0, None
+    return (len(both), sum(o < t for o, t in both), sum(t < o for o, t in both),
+            float(statistics.median(o - t for o, t in both)))
+
+
 def _verdict(results: dict, ours: str = "rotwatch") -> str:
-    """Against each River detector: which of the three figures ``ours`` wins."""
+    """Against each River detector: which of the three figures ``ours`` wins, and
+    the two figures that say whether a loss is real (chance hits, paired delays)."""
     mine = results[ours]
     lines = [f"{ours} against each River detector (wins = more hits, fewer false "
              "alarms, shorter median delay; theirs vs ours where it does not win):"]
@@ -317,6 +341,13 @@ def _verdict(results: dict, ours: str = "rotwatch") -> str:
         text = "wins on all three" if len(wins) == 3 else \
             "; ".join((["wins on " + ", ".join(wins)] if wins else []) + other)
         lines.append(f"  {name:<12} {text}")
+        if "_delays" in r and "_delays" in mine:
+            n, ours_first, theirs_first, diff = paired_delays(mine, r)
+            paired = "no change found by both" if diff is None else (
+                f"on the {n} changes both found: {ours} first on {ours_first}, "
+                f"{name} on {theirs_first}, median difference {diff:+.0f} events")
+            lines.append(f"  {'':<12} {paired}; its false alarms alone would "
+                         f"hit {chance_hits(r):.0f} of {r['drifts']}")
     return "\n".join(lines)
 
 
