@@ -382,6 +382,7 @@ class WindowedAccuracy(beam.PTransform):
         counted = (events
                    | "CountInWindows" >> beam.ParDo(CountInWindows(
                        combine, c.window_size_s, c.window_period_s, late))
+                   .with_output_types(Tuple[Tuple[str, str], Any])
                    .with_outputs(TOO_LATE, main="counts"))
         stats = (counted.counts
                  # Panes must be accumulating (each WindowMetric a pane writes replaces
