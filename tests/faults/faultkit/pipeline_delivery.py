@@ -81,9 +81,10 @@ class DeliveryRun:
 
 
 def _counter(result, name: str) -> int:
-    # Informational only: on the bundle-based DirectRunner these counters stop
-    # following later bundles of a long-running job (feedback_valid stayed below the
-    # number of unique events here), so no check relies on them.
+    # Informational only: on the bundle-based DirectRunner a step's counters hold
+    # only its first bundle (the runner's StateSampler caches the step's scoped
+    # state with the first bundle's metrics container; README, "Beam counters"), so
+    # no check relies on them.
     from apache_beam.metrics.metric import MetricsFilter
     found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
     return sum(max(c.committed or 0, c.attempted or 0) for c in found)
