@@ -237,6 +237,9 @@ def test_feedback_too_late_for_any_window_is_reported_late_not_dropped_silently(
         first_run):
     # Stored (test above), left out of every window (truth excludes it), counted and
     # reported on the dead-letter topic as late, with the command that counts it.
+    # (The counter is exact here because the whole stream was published before the
+    # pipeline started, so it is one bundle: the local runner counts only a step's
+    # first bundle; README, "Beam counters on the local runner".)
     assert first_run["too_late_counted"] == N_TOO_LATE
     late = [m for m in first_run["letters"] if m.attributes.get("rotwatch_stage") == "late"]
     assert sorted(m.attributes["event_id"] for m in late) == sorted(
