@@ -31,8 +31,12 @@ baseline. Measured: 58/60 changes found within 500 events, 0.11 false alarms per
 10,000 events, median delay 76 events; the best River detector overall, ADWIN,
 52/60, 0.30 and 103 (on the 52 changes both find, rotwatch is first every time).
 EDDM finds 60/60, but with 24 false alarms per 10,000 events, which alone would land
-in 42 of the 60 acceptance windows. The defaults are one setting for every stream, checked on 16
-further seeds of the same streams and on 600,000 stationary events (no alarm).
+in 42 of the 60 acceptance windows. The defaults are one setting for every stream,
+checked on 16 further seeds of the same streams (175/192 found) and on stationary
+streams (``--stationary``: one false alarm per 117,000-333,000 events with a learnt
+baseline). A lower threshold finds more small rises (threshold 6 with delta 0.06:
+183/192) at 2-3.5 times the false alarms on stationary streams, so it is not the
+default; ``--detector_threshold`` and ``--detector_delta`` set it per pipeline.
 
 Try it::
 
@@ -75,8 +79,9 @@ class ErrorRateDetector:
     threshold : float
         Alarm level of the log-likelihood-ratio sum. Higher means fewer false alarms
         and later detection. With a known baseline, 8.0 gives on average one false
-        alarm per roughly 65,000-125,000 events of a stationary stream (measured for
-        baseline errors 0.02-0.3); with a learnt baseline, fewer still.
+        alarm per roughly 80,000-220,000 events of a stationary stream (measured on
+        2,000,000-event streams for baseline errors 0.02-0.3: ``bench/detectors.py
+        --stationary 2000000``); with a learnt baseline, fewer still.
     warmup : int
         Events used only to learn the baseline before the test starts (ignored when
         ``baseline_error`` is given).

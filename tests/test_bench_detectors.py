@@ -44,3 +44,13 @@ def test_summary_keeps_each_streams_delay():
     assert summary["false_alarms_per_10k"] == round(3 * 10000 / 40, 2)
     assert summary["median_delay"] == 21.0
     assert summary["_delays"] == {0: 12, 1: None, 2: 30}
+
+
+def test_stationary_alarms_count_per_mode_and_error_rate_reproducibly():
+    first = detectors.stationary_alarms(20_000, errors=(0.05, 0.3))
+    assert set(first) == {"known", "learnt"}
+    assert all(set(by_p) == {0.05, 0.3} for by_p in first.values())
+    assert all(isinstance(a, int) and a >= 0 for by_p in first.values()
+               for a in by_p.values())
+    assert detectors.stationary_alarms(20_000, errors=(0.05, 0.3)) == first
+
