@@ -35,7 +35,7 @@ in 42 of the 60 acceptance windows. The defaults are one setting for every strea
 checked on 16 further seeds of the same streams (175/192 found) and on stationary
 streams (``--stationary``: one false alarm per 117,000-333,000 events with a learnt
 baseline). A lower threshold finds more small rises (threshold 6 with delta 0.06:
-183/192) at 2-3.5 times the false alarms on stationary streams, so it is not the
+183/192) at 2-4 times the false alarms on stationary streams, so it is not the
 default; ``--detector_threshold`` and ``--detector_delta`` set it per pipeline.
 
 Try it::
