@@ -343,13 +343,12 @@ def _verdict(results: dict, ours: str = "rotwatch") -> str:
         text = "wins on all three" if len(wins) == 3 else \
             "; ".join((["wins on " + ", ".join(wins)] if wins else []) + other)
         lines.append(f"  {name:<12} {text}")
-        if "_delays" in r and "_delays" in mine:
-            n, ours_first, theirs_first, diff = paired_delays(mine, r)
-            paired = "no change found by both" if diff is None else (
-                f"on the {n} changes both found: {ours} first on {ours_first}, "
-                f"{name} on {theirs_first}, median difference {diff:+.0f} events")
-            lines.append(f"  {'':<12} {paired}; its false alarms alone would "
-                         f"hit {chance_hits(r):.0f} of {r['drifts']}")
+        n, ours_first, theirs_first, diff = paired_delays(mine, r)
+        paired = "no change found by both" if diff is None else (
+            f"on the {n} changes both found: {ours} first on {ours_first}, "
+            f"{name} on {theirs_first}, median difference {diff:+.0f} events")
+        lines.append(f"  {'':<12} {paired}; its false alarms alone would "
+                     f"hit {chance_hits(r):.0f} of {r['drifts']}")
     return "\n".join(lines)
 
 
@@ -367,13 +366,13 @@ def stationary_alarms(n: int, errors: Iterable[float] = STATIONARY_ERRORS,
         for mode in ("known", "learnt"):
             rng = np.random.default_rng(seed + round(p * 1000))
             stream = (rng.random(n) < p).astype(int).tolist()
-            detector = ErrorRateDetector(baseline_error=p if mode == "known" else None)
-            alarms = 0
+            baseline = p if mode == "known" else None
+            detector, alarms = ErrorRateDetector(baseline_error=baseline), 0
             for x in stream:
                 detector.update(x)
                 if detector.drift_detected:
                     alarms += 1
-                    detector._reset()   # as a new version would start
+                    detector = ErrorRateDetector(baseline_error=baseline)  # a new version
             out[mode][p] = alarms
     return out
 

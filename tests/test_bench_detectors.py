@@ -53,4 +53,3 @@ def test_stationary_alarms_count_per_mode_and_error_rate_reproducibly():
     assert all(isinstance(a, int) and a >= 0 for by_p in first.values()
                for a in by_p.values())
     assert detectors.stationary_alarms(20_000, errors=(0.05, 0.3)) == first
-
